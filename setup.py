@@ -1,0 +1,35 @@
+"""codejax: post-training code LLMs in JAX/Flax."""
+from setuptools import find_packages, setup
+
+INSTALL_REQUIRES = [
+    "jax>=0.7",
+    "flax>=0.11",
+    "optax>=0.2.5",
+    "orbax-checkpoint>=0.11",
+    "ml-collections>=1.0",
+    "einops>=0.8",
+    "numpy>=1.26",
+    "ml_dtypes>=0.5",
+    "safetensors>=0.4",
+    "tokenizers>=0.20",
+    "transformers>=4.56",
+    "jinja2>=3.1",
+    "tqdm>=4.66",
+]
+
+TEST_REQUIRES = [
+    # CPU wheel: the parity tests run transformers' PyTorch models as the reference.
+    "torch==2.13.0",
+    "pytest>=8",
+    "pytest-xdist>=3.5",
+]
+
+setup(
+    name="codejax",
+    version="0.1.0",
+    description="Post-training toolbox for code LLMs in pure-functional JAX/Flax.",
+    packages=find_packages(include=["codejax", "codejax.*"]),
+    python_requires=">=3.10",
+    install_requires=INSTALL_REQUIRES,
+    extras_require={"test": TEST_REQUIRES},
+)
