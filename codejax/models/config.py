@@ -34,7 +34,7 @@ class ModelConfig:
     num_layers: int = 32
     num_heads: int = 32
     num_kv_heads: int = 32
-    head_dim: int | None = None  # None: hidden_size // num_heads
+    head_dim: int | None = None  # None: hidden_size // num_heads, filled in at construction
     max_position_embeddings: int = 4096
 
     norm: str = "rms"  # "rms" (RMSNorm) or "layer" (LayerNorm with bias)
@@ -81,10 +81,13 @@ class ModelConfig:
             raise ValueError(
                 f"ModelConfig.num_heads={self.num_heads} is not a multiple of "
                 f"num_kv_heads={self.num_kv_heads} (grouped-query attention needs it)")
-        if self.head_dim is None and self.hidden_size % self.num_heads:
-            raise ValueError(
-                f"ModelConfig.hidden_size={self.hidden_size} is not divisible by num_heads="
-                f"{self.num_heads}; set head_dim explicitly")
+        if self.head_dim is None:
+            if self.hidden_size % self.num_heads:
+                raise ValueError(
+                    f"ModelConfig.hidden_size={self.hidden_size} is not divisible by num_heads="
+                    f"{self.num_heads}; set head_dim explicitly")
+            # Normalise so equal models compare equal whether head_dim was given or derived.
+            object.__setattr__(self, "head_dim", self.hidden_size // self.num_heads)
         if self.sliding_window_layers is not None and len(self.sliding_window_layers) != self.num_layers:
             raise ValueError(
                 f"ModelConfig.sliding_window_layers has {len(self.sliding_window_layers)} entries "
@@ -94,10 +97,6 @@ class ModelConfig:
             raise ValueError(
                 f"ModelConfig.rope_scaling rope_type={rope_type!r} is not supported; "
                 f"supported: {ROPE_TYPES}")
-
-    @property
-    def dim_per_head(self) -> int:
-        return self.head_dim if self.head_dim is not None else self.hidden_size // self.num_heads
 
     @property
     def rope_scaling_dict(self) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from codejax.models.config import ModelConfig
 
 def param_counts(cfg: ModelConfig) -> dict[str, int]:
     """Parameter counts by part: embed, attention, mlp, norms, lm_head, total, matmul."""
-    d, hd = cfg.hidden_size, cfg.dim_per_head
+    d, hd = cfg.hidden_size, cfg.head_dim
     q, kv = cfg.num_heads * hd, cfg.num_kv_heads * hd
     attn = d * q + 2 * d * kv + q * d
     if cfg.qkv_bias:
@@ -59,6 +59,6 @@ def flops_per_token(cfg: ModelConfig, seq_len: int, *, training: bool = True,
         if window is not None:
             ctx = min(ctx, window)
         ctx_per_layer.append(ctx)
-    attention = sum(4 * ctx * cfg.num_heads * cfg.dim_per_head for ctx in ctx_per_layer)
+    attention = sum(4 * ctx * cfg.num_heads * cfg.head_dim for ctx in ctx_per_layer)
     forward = 2 * param_counts(cfg)["matmul"] + attention
     return 3 * forward if training else forward

@@ -151,7 +151,7 @@ def config_to_hf(cfg: ModelConfig, dtype: str | None = None) -> dict[str, Any]:
         vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
         intermediate_size=cfg.intermediate_size, num_hidden_layers=cfg.num_layers,
         num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads,
-        head_dim=cfg.dim_per_head, max_position_embeddings=cfg.max_position_embeddings,
+        head_dim=cfg.head_dim, max_position_embeddings=cfg.max_position_embeddings,
         hidden_act=_ACTIVATION_TO_HF[cfg.activation], rope_theta=cfg.rope_theta,
         rope_scaling=cfg.rope_scaling_dict or None, tie_word_embeddings=cfg.tie_embeddings,
         bos_token_id=cfg.bos_token_id, eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id,

@@ -27,7 +27,7 @@ from codejax.models.config import ModelConfig
 
 def rope_frequencies(cfg: ModelConfig) -> tuple[np.ndarray, float]:
     """Inverse frequencies [head_dim // 2] and the cos/sin scale for `cfg`."""
-    dim = cfg.dim_per_head
+    dim = cfg.head_dim
     base = cfg.rope_theta
     inv_freq = 1.0 / (base ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
     rope = cfg.rope_scaling_dict

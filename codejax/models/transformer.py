@@ -123,7 +123,7 @@ class Attention(nn.Module):
                 name=name, kernel_init=_init(_kernel_init(), *axes),
                 bias_init=_init(nn.initializers.zeros, *axes[1:]))
 
-        nh, nkv, hd = cfg.num_heads, cfg.num_kv_heads, cfg.dim_per_head
+        nh, nkv, hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         q = dense((nh, hd), ("embed", "heads", "head_dim"), "q_proj")(x)
         k = dense((nkv, hd), ("embed", "kv_heads", "head_dim"), "k_proj")(x)
         v = dense((nkv, hd), ("embed", "kv_heads", "head_dim"), "v_proj")(x)

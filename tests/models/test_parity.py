@@ -113,11 +113,10 @@ def test_save_hf_then_transformers_load(hf_case, tmp_path):
                                _hf_logits(hf_model, tokens, mask, positions)[real], atol=1e-5, rtol=0)
 
 
-def test_scan_and_remat_switches_keep_outputs_and_grads(hf_case):
+@pytest.mark.parametrize("case", ["llama3", "qwen2_layer_windows", "qwen3", "starcoder2"])
+def test_scan_and_remat_switches_keep_outputs_and_grads(case, tmp_path_factory):
     """Scan on/off and remat on/off give the same logits and gradients (one case per family)."""
-    case, _, path = hf_case
-    if case not in ("llama3", "qwen2_layer_windows", "qwen3", "starcoder2"):
-        pytest.skip("one case per family is enough for the layer-stacking switches")
+    _, path = _build_hf(case, tmp_path_factory)
     tokens, mask, positions = _batch(seed=3)
     args = (jnp.asarray(tokens), jnp.asarray(positions), jnp.asarray(mask))
     scanned, params = load_hf(path, scan_layers=True, remat_policy="none")
