@@ -12,7 +12,7 @@ INSTALL_REQUIRES = [
     "ml_dtypes>=0.5",
     "safetensors>=0.4",
     "tokenizers>=0.20",
-    "transformers>=4.56",
+    "transformers>=5.0",  # tokenizer dirs use the v5 layout (chat_template.jinja)
     "jinja2>=3.1",
     "tqdm>=4.66",
 ]
