@@ -1,0 +1,97 @@
+"""The base experiment config: the schema and defaults every configs/<name>.py starts from.
+
+An experiment file defines `get_config(arg)` that calls `base_config()`, sets
+fields and returns it. The returned ConfigDict is locked, so a misspelled field
+in a config file or on the command line (`--config.optim.lrr=1`) is an error
+that names the field instead of a silently ignored setting. The code reads only
+fields that exist here.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.job = "sft"  # a registered job: see codejax.jobs.JOBS
+    c.seed = 0
+
+    # Model: a local HF directory, or a fresh random model from a preset or the sizes below.
+    c.model = ml_collections.ConfigDict(dict(
+        hf_path="",  # local Hugging Face model directory; '' = build a new model
+        preset="",  # a codejax.models.PRESETS name, or 'tiny'; '' = use family + sizes
+        family="llama",
+        vocab_size=0,  # 0 = the tokenizer's size
+        hidden_size=256, intermediate_size=768, num_layers=4, num_heads=4, num_kv_heads=2,
+        head_dim=0,  # 0 = hidden_size // num_heads
+        max_position_embeddings=2048, tie_embeddings=False, rope_theta=10000.0,
+        dtype="float32",  # compute dtype; 'bfloat16' for mixed precision
+        param_dtype="float32",  # master weights
+        scan_layers=True, remat_policy="none",
+    ))
+
+    c.tokenizer = ml_collections.ConfigDict(dict(
+        path="",  # local HF tokenizer directory; '' = model.hf_path
+    ))
+
+    c.data = ml_collections.ConfigDict(dict(
+        train_paths="",  # comma-separated files, globs or saved HF dataset dirs
+        eval_paths="",  # '' = use eval_fraction of the training rows
+        eval_fraction=0.05,
+        format="alpaca",  # text | alpaca | prompt_completion | chat
+        text_field="text",
+        prompt_template="",  # '' = the format's default
+        hf_split="train",
+        seq_len=512,
+        batch_size=8,  # sequences per optimizer step (global)
+        eval_batch_size=0,  # 0 = batch_size
+        pack=True,
+        overlength="truncate",  # truncate | drop
+        skip_bad_rows=False,
+        shuffle=True,
+        num_epochs=0,  # 0 = repeat for as many steps as train.steps needs
+    ))
+
+    c.optim = ml_collections.ConfigDict(dict(
+        lr=3e-4, schedule="cosine",  # cosine | linear | constant
+        warmup_steps=100, min_lr_ratio=0.1,
+        weight_decay=0.1, b1=0.9, b2=0.95, eps=1e-8, clip_norm=1.0,
+        grad_accum_steps=1,  # micro-batches per step; batch_size must divide by it
+    ))
+
+    c.train = ml_collections.ConfigDict(dict(
+        steps=1000,
+        log_every=10,
+        eval_every=200,  # 0 = only at the end
+        eval_batches=0,  # 0 = the whole eval set
+        checkpoint_every=200,
+        keep_checkpoints=2,  # the latest K ...
+        keep_best=1,  # ... plus the best K by best_metric
+        best_metric="eval/loss", best_mode="min",
+        early_stopping_patience=0,  # evals without improvement before stopping; 0 = never
+        async_checkpoint=True,
+        progress_bar=True,
+        peak_flops_per_device=0.0,  # for MFU; 0 = look up the device kind
+    ))
+    c.lock()
+    return c
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+    """Load `path/to/config.py[:arg]` the way --config does (for Colab and tests)."""
+    path, _, arg = spec.partition(":")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file {path!r} does not exist")
+    module_spec = importlib.util.spec_from_file_location(f"_codejax_config_{abs(hash(path))}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ValueError(f"config file {path} has no get_config(arg) function")
+    return module.get_config(arg or None)
+
+
+def unknown_variant(path: str, arg: str | None, known) -> ValueError:
+    return ValueError(f"{path}: unknown config variant {arg!r}; known variants: {sorted(known)}")

@@ -1,0 +1,98 @@
+"""Train and eval steps: pure functions `(state, batch) -> (state, metrics)`, jitted with donation.
+
+A loss function has the signature `loss_fn(params, batch, rng) -> (loss_sum, weight_sum)`:
+a weighted sum over tokens (or examples) and the sum of weights. Every job (LM,
+DPO, reward, ...) supplies one; the step, accumulation and optimizer are shared.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from codejax.losses import token_cross_entropy
+
+TrainState = dict[str, Any]  # {"step", "params", "opt_state", "rng"}
+LossFn = Callable[[Any, dict, jax.Array], tuple[jax.Array, jax.Array]]
+
+
+def init_train_state(params, optimizer: optax.GradientTransformation, seed: int) -> TrainState:
+    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": optimizer.init(params),
+            "rng": jax.random.PRNGKey(seed)}
+
+
+def _split_micro_batches(batch: dict, num: int) -> dict:
+    def split(x):
+        if x.shape[0] % num:
+            raise ValueError(f"batch of {x.shape[0]} rows does not split into {num} micro-batches "
+                             "(data.batch_size must be a multiple of optim.grad_accum_steps)")
+        return x.reshape((num, x.shape[0] // num) + x.shape[1:])
+    return jax.tree_util.tree_map(split, batch)
+
+
+def accumulated_grads(loss_fn: LossFn, params, batch: dict, rng: jax.Array, grad_accum_steps: int):
+    """Gradient of sum(loss)/sum(weights) over the whole batch, in `grad_accum_steps` pieces.
+
+    Each micro-batch contributes the gradient of its loss *sum*; dividing the
+    total by the total weight afterwards gives exactly the large-batch
+    gradient of the per-token mean, whatever the token counts per piece.
+    """
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    if grad_accum_steps == 1:
+        (loss_sum, weight_sum), grads = grad_fn(params, batch, rng)
+    else:
+        micro = _split_micro_batches(batch, grad_accum_steps)
+        rngs = jax.random.split(rng, grad_accum_steps)
+
+        def body(carry, xs):
+            mb, r = xs
+            (l_sum, w_sum), g = grad_fn(params, mb, r)
+            g_acc, l_acc, w_acc = carry
+            return (jax.tree_util.tree_map(jnp.add, g_acc, g), l_acc + l_sum, w_acc + w_sum), None
+
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+        (grads, loss_sum, weight_sum), _ = jax.lax.scan(
+            body, (zeros, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)), (micro, rngs))
+    denom = jnp.maximum(weight_sum, 1.0)
+    grads = jax.tree_util.tree_map(lambda g: g / denom.astype(g.dtype), grads)
+    return loss_sum / denom, weight_sum, grads
+
+
+def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, schedule: optax.Schedule,
+                    grad_accum_steps: int = 1, jit: bool = True):
+    """Build `train_step(state, batch) -> (state, metrics)`; the state buffers are donated."""
+
+    def train_step(state: TrainState, batch: dict):
+        rng, step_rng = jax.random.split(state["rng"])
+        loss, weight_sum, grads = accumulated_grads(loss_fn, state["params"], batch, step_rng,
+                                                    grad_accum_steps)
+        updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
+                   "lr": schedule(state["step"]), "loss_tokens": weight_sum}
+        new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state, "rng": rng}
+        return new_state, metrics
+
+    return jax.jit(train_step, donate_argnums=0) if jit else train_step
+
+
+def make_eval_step(loss_fn: LossFn, jit: bool = True):
+    """Build `eval_step(params, batch) -> (loss_sum, weight_sum)` (no randomness)."""
+
+    def eval_step(params, batch):
+        return loss_fn(params, batch, jax.random.PRNGKey(0))
+
+    return jax.jit(eval_step) if jit else eval_step
+
+
+def lm_loss_fn(model) -> LossFn:
+    """Next-token loss of a codejax.models.Transformer on a packed batch."""
+
+    def loss_fn(params, batch, rng):
+        del rng  # the LM has no dropout
+        logits = model.apply({"params": params}, batch["inputs"], batch["positions"], batch["segment_ids"])
+        return token_cross_entropy(logits, batch["targets"], batch["weights"])
+
+    return loss_fn
