@@ -15,6 +15,12 @@ INSTALL_REQUIRES = [
     "transformers>=5.0",  # tokenizer dirs use the v5 layout (chat_template.jinja)
     "jinja2>=3.1",
     "tqdm>=4.66",
+    "grain>=0.2.18",
+    "datasets>=3.0",
+    "pyarrow>=15",
+    "absl-py>=2.0",
+    "tensorboardX>=2.6",
+    "matplotlib>=3.8",
 ]
 
 TEST_REQUIRES = [
