@@ -70,7 +70,7 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, sc
                                                     grad_accum_steps)
         updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads),
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
                    "lr": schedule(state["step"]), "loss_tokens": weight_sum}
         new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state, "rng": rng}
         return new_state, metrics

@@ -1,0 +1,1 @@
+"""Training: state, step builders, loop, checkpoints, metrics."""

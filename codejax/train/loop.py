@@ -1,0 +1,245 @@
+"""The training loop shared by every job: step, log, evaluate, checkpoint, resume, stop.
+
+`run_training` is deliberately a flat function you can read top to bottom. A
+job supplies the pieces that differ (loss function, params, data) and gets
+back a summary; the loop owns the workdir conventions:
+
+    WORKDIR/config.json        the resolved config
+    WORKDIR/checkpoints/       Orbax checkpoints (latest K + best K)
+    WORKDIR/metrics.jsonl      one row per logged step
+    WORKDIR/tensorboard/       TensorBoard event files
+    WORKDIR/plots/*.png        loss, eval and learning-rate curves
+    WORKDIR/summary.json       final figures
+
+Restarting in the same workdir resumes from the newest good checkpoint:
+params, optimizer state, step, RNG and the data iterator all come back, so the
+loss sequence is the one an uninterrupted run produces.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import signal
+import time
+from typing import Any, Callable, Iterator
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from codejax.train.checkpoint import Checkpointer, abstract_like
+from codejax.train.metrics import MetricsWriter, write_plots
+from codejax.train.optim import make_optimizer
+from codejax.train.step import LossFn, init_train_state, make_eval_step, make_train_step
+
+log = logging.getLogger(__name__)
+
+# Dense bf16 peak FLOP/s per device, for the MFU estimate.
+PEAK_FLOPS = {"TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12,
+              "TPU v6 lite": 918e12, "TPU v6e": 918e12, "H100": 989e12, "H200": 989e12,
+              "A100": 312e12, "L4": 121e12}
+
+
+def peak_flops_per_device(override: float = 0.0) -> float | None:
+    if override:
+        return override
+    kind = jax.devices()[0].device_kind
+    for name, flops in PEAK_FLOPS.items():
+        if name.lower() in kind.lower():
+            return flops
+    return None  # CPUs and unknown accelerators: no MFU rather than a made-up one
+
+
+@dataclasses.dataclass
+class TrainTask:
+    """What a job hands the loop."""
+
+    loss_fn: LossFn
+    params: Any
+    train_iter: Iterator[dict]  # with get_state() / set_state()
+    make_eval_iter: Callable[[], Iterator[dict]] | None
+    flops_per_token: float = 0.0  # model FLOPs per trained token, for MFU
+    data_stats: dict | None = None
+
+
+class NonFiniteLossError(FloatingPointError):
+    pass
+
+
+def write_config(config, workdir: str) -> None:
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+        f.write(config.to_json_best_effort(indent=2))
+
+
+def evaluate(eval_step, params, make_eval_iter, max_batches: int = 0) -> dict[str, float]:
+    """Token-weighted loss over the eval set (or its first `max_batches` batches)."""
+    loss_sum, weight_sum = 0.0, 0.0
+    for i, batch in enumerate(make_eval_iter()):
+        if max_batches and i >= max_batches:
+            break
+        s, w = eval_step(params, batch)
+        loss_sum, weight_sum = loss_sum + float(s), weight_sum + float(w)
+    loss = loss_sum / max(weight_sum, 1.0)
+    return {"eval/loss": loss, "eval/perplexity": math.exp(min(loss, 50.0)), "eval/tokens": weight_sum}
+
+
+class _StopSignal:
+    """Turns SIGTERM (preemption) into a flag the loop checks after each step."""
+
+    def __init__(self):
+        self.received = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread (e.g. some notebook kernels): no handler
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        del signum, frame
+        self.received = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def run_training(config, workdir: str, task: TrainTask) -> tuple[dict[str, Any], dict]:
+    """Train `task` for config.train.steps steps in `workdir`; returns (summary, final state)."""
+    tc = config.train
+    write_config(config, workdir)
+    is_main = jax.process_index() == 0
+    optimizer, schedule = make_optimizer(config.optim, tc.steps)
+    state = init_train_state(task.params, optimizer, config.seed)
+    checkpointer = Checkpointer(
+        os.path.join(workdir, "checkpoints"), save_every=tc.checkpoint_every or tc.steps,
+        keep_latest=tc.keep_checkpoints, keep_best=tc.keep_best, best_metric=tc.best_metric,
+        best_mode=tc.best_mode, async_save=tc.async_checkpoint)
+    restored = checkpointer.restore_latest(abstract_like(state))
+    start_step = 0
+    if restored is not None:
+        start_step, state, data_state, _ = restored
+        task.train_iter.set_state(data_state)
+        log.info("resumed from step %d in %s", start_step, workdir)
+    writer = MetricsWriter(workdir, resume_step=start_step if restored else None) if is_main else None
+
+    train_step = make_train_step(task.loss_fn, optimizer, schedule, config.optim.grad_accum_steps)
+    eval_step = make_eval_step(task.loss_fn)
+    peak = peak_flops_per_device(tc.peak_flops_per_device)
+    best_eval, evals_without_gain, stop_reason = None, 0, "completed"
+    last_eval: dict[str, float] = {}
+    tokens_seen, window_tokens, window_positions, window_start = 0, 0, 0, time.time()
+    start_time = time.time()
+    metrics: dict[str, Any] = {}
+
+    def do_eval(step: int) -> bool:
+        """Evaluate, log, and report whether early stopping triggers."""
+        nonlocal best_eval, evals_without_gain, last_eval
+        if task.make_eval_iter is None:
+            return False
+        last_eval = evaluate(eval_step, state["params"], task.make_eval_iter, tc.eval_batches)
+        if writer:
+            writer.write(step, last_eval)
+            write_plots(writer.path, os.path.join(workdir, "plots"))
+        value = last_eval[tc.best_metric] if tc.best_metric in last_eval else None
+        improved = value is not None and (best_eval is None or (
+            value < best_eval if tc.best_mode == "min" else value > best_eval))
+        if improved:
+            best_eval, evals_without_gain = value, 0
+        else:
+            evals_without_gain += 1
+        return bool(tc.early_stopping_patience) and evals_without_gain >= tc.early_stopping_patience
+
+    def save(step: int, force: bool = False, with_eval: bool = False) -> None:
+        if step in checkpointer.all_steps():  # e.g. a restart of a run that had already finished
+            return
+        checkpointer.save(step, state, task.train_iter.get_state(),
+                          metrics=dict(last_eval) if with_eval else None, force=force)
+
+    if tc.eval_at_start and start_step == 0:
+        do_eval(0)
+    bar = tqdm(total=tc.steps, initial=start_step, disable=not (tc.progress_bar and is_main),
+               desc="train", dynamic_ncols=True)
+    step = start_step
+    with _StopSignal() as stop_signal:
+        while step < tc.steps:
+            batch = next(task.train_iter)
+            state, metrics = train_step(state, batch)
+            step += 1
+            n_tokens = int(np.sum(batch["segment_ids"] > 0))
+            tokens_seen += n_tokens
+            window_tokens += n_tokens
+            window_positions += batch["segment_ids"].size
+            bar.update(1)
+
+            if step % tc.log_every == 0 or step == tc.steps:
+                host = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                _check_finite(host, step, checkpointer)
+                elapsed = time.time() - window_start
+                tokens_per_s = window_tokens / max(elapsed, 1e-9)
+                row = {f"train/{k}": v for k, v in host.items()}
+                row["train/perplexity"] = math.exp(min(host["loss"], 50.0))
+                row["train/tokens_per_s"] = tokens_per_s
+                if peak and task.flops_per_token:
+                    # Hardware work counts every position, padding included.
+                    positions_per_s = window_positions / max(elapsed, 1e-9)
+                    row["train/mfu"] = task.flops_per_token * positions_per_s / (peak * jax.device_count())
+                if writer:
+                    writer.write(step, row)
+                bar.set_postfix(loss=f"{host['loss']:.3f}", tok_s=f"{tokens_per_s:,.0f}")
+                window_tokens, window_positions, window_start = 0, 0, time.time()
+
+            evaluated = False
+            if tc.eval_every and step % tc.eval_every == 0 and step < tc.steps:
+                evaluated = True
+                if do_eval(step):
+                    stop_reason = f"early stopping: {tc.best_metric} did not improve in " \
+                                  f"{tc.early_stopping_patience} evaluations"
+                    save(step, force=True, with_eval=True)
+                    break
+            if stop_signal.received:
+                stop_reason = "SIGTERM"
+                save(step, force=True, with_eval=evaluated)
+                log.warning("SIGTERM received: saved a checkpoint at step %d and stopped", step)
+                break
+            if tc.checkpoint_every and step % tc.checkpoint_every == 0 and step < tc.steps:
+                _check_finite(metrics, step, checkpointer)
+                save(step, with_eval=evaluated)
+    bar.close()
+
+    if stop_reason == "completed":
+        do_eval(step)
+        _check_finite(metrics, step, checkpointer)
+        save(step, force=True, with_eval=bool(last_eval))
+    checkpointer.wait()
+    summary = {
+        "steps": step, "stop_reason": stop_reason, "tokens_seen_this_run": tokens_seen,
+        "seconds_this_run": time.time() - start_time,
+        "final_train_loss": float(metrics["loss"]) if metrics else None,
+        "best_eval": best_eval, "last_eval": last_eval, "best_checkpoint_step": checkpointer.best_step(),
+        "data": task.data_stats or {},
+    }
+    if writer:
+        writer.write(step, {f"data/{k}": v for k, v in (task.data_stats or {}).items()
+                            if isinstance(v, (int, float))})
+        writer.close()
+        write_plots(writer.path, os.path.join(workdir, "plots"))
+        with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=2, default=str)
+    checkpointer.close()
+    return summary, state
+
+
+def _check_finite(metrics, step: int, checkpointer: Checkpointer) -> None:
+    """Never checkpoint a diverged state: the last good checkpoint must stay the newest."""
+    if metrics and not math.isfinite(float(metrics["loss"])):
+        checkpointer.wait()
+        raise NonFiniteLossError(
+            f"loss is {float(metrics['loss'])} at step {step}; stopping. The last good checkpoint "
+            f"(step {checkpointer.latest_step()}) is kept in {checkpointer.directory}")
