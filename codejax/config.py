@@ -75,6 +75,19 @@ def base_config() -> ml_collections.ConfigDict:
         async_checkpoint=True,
         progress_bar=True,
         peak_flops_per_device=0.0,  # for MFU; 0 = look up the device kind
+        eval_at_start=False,  # evaluate before the first step (a "before training" baseline)
+        export_hf=False,  # write WORKDIR/hf_model (HF format, with the tokenizer) at the end
+    ))
+
+    # Job `quickstart`: stdlib corpus -> tokenizer -> pretrain -> SFT -> report.
+    c.quickstart = ml_collections.ConfigDict(dict(
+        corpus_max_files=400,  # stdlib files in the pretraining corpus
+        chunk_chars=1500,  # corpus files are cut at blank lines into chunks of about this size
+        vocab_size=4096,
+        pretrain_steps=300, pretrain_lr=1e-3,
+        sft_max_files=400,  # stdlib files mined for instruction pairs
+        sft_steps=200, sft_lr=5e-4,
+        eval_fraction=0.05,  # held out by file
     ))
     c.lock()
     return c

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from codejax.config import load_config_file
+from codejax.data import ALPACA_PROMPT
 from codejax.jobs import get_job
 from codejax.models import Transformer, init_params, tiny_config
 from codejax.tokenizer import train_code_tokenizer
@@ -34,7 +35,7 @@ def sft_files(tmp_path_factory):
                      "input": f"def add_{a}_{b}():", "output": f"    return {a} + {b}\n"})
     data = root / "train.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    texts = [r["instruction"] + "\n" + r["input"] + "\n" + r["output"] for r in rows]
+    texts = [ALPACA_PROMPT.format(**r) + r["output"] for r in rows]
     tokenizer = train_code_tokenizer(texts * 3, vocab_size=400)
     tokenizer.save_pretrained(root / "tokenizer")
     return {"data": str(data), "tokenizer": str(root / "tokenizer")}
@@ -42,7 +43,7 @@ def sft_files(tmp_path_factory):
 
 def _overrides(sft_files, **extra):
     base = {"data.train_paths": sft_files["data"], "tokenizer.path": sft_files["tokenizer"],
-            "data.eval_fraction": 0.1, "train.progress_bar": False, "data.seq_len": 64,
+            "data.eval_fraction": 0.1, "train.progress_bar": False,
             "model.num_layers": 2}
     base.update(extra)
     return base
@@ -76,7 +77,7 @@ def test_sft_run_writes_the_workdir_and_learns(sft_files, tmp_path):
     assert summary["best_checkpoint_step"] is not None and (tmp_path / "checkpoints").is_dir()
     losses = _losses(tmp_path)
     assert sorted(losses) == [5, 10, 15, 20, 25, 30]
-    assert losses[30] < 0.6 * losses[5]
+    assert losses[30] < losses[5] - 1.0
     rows = read_metrics(str(tmp_path / "metrics.jsonl"))
     assert any("eval/loss" in r for r in rows) and any("train/tokens_per_s" in r for r in rows)
     assert summary["data"]["examples"] > 0 and summary["stop_reason"] == "completed"

@@ -1,0 +1,34 @@
+"""Job registry: `config.job` names a function `run(config, workdir) -> summary`.
+
+Jobs register themselves on import; `get_job` imports the job modules lazily so
+`python -m codejax.main` only pays for the job it runs.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable
+
+JobFn = Callable[[Any, str], dict]
+JOBS: dict[str, JobFn] = {}
+
+# job name -> module that registers it
+_JOB_MODULES = {
+    "pretrain": "codejax.jobs.lm",
+    "sft": "codejax.jobs.lm",
+    "quickstart": "codejax.jobs.quickstart",
+}
+
+
+def register(name: str) -> Callable[[JobFn], JobFn]:
+    def wrap(fn: JobFn) -> JobFn:
+        JOBS[name] = fn
+        return fn
+    return wrap
+
+
+def get_job(name: str) -> JobFn:
+    if name not in JOBS and name in _JOB_MODULES:
+        importlib.import_module(_JOB_MODULES[name])
+    if name not in JOBS:
+        raise ValueError(f"config.job={name!r} is not a registered job; known jobs: {sorted(_JOB_MODULES)}")
+    return JOBS[name]

@@ -1,0 +1,104 @@
+"""Jobs `pretrain` (causal LM on raw code) and `sft` (supervised fine-tuning).
+
+Both are the same composition: tokenizer -> model -> data -> run_training.
+They differ only in the data format they accept: pretraining reads raw text;
+SFT reads alpaca, prompt/completion or chat rows and trains on completions only.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import jax
+import transformers
+
+from codejax.data import build_datasets
+from codejax.jobs import register
+from codejax.models import (Transformer, count_leaves, family_config, flops_per_token, init_params, load_hf,
+                            preset_config, save_hf)
+from codejax.models.config import tiny_config
+from codejax.train.loop import TrainTask, run_training
+from codejax.train.step import lm_loss_fn
+
+log = logging.getLogger(__name__)
+
+
+def load_tokenizer(config):
+    path = config.tokenizer.path or config.model.hf_path
+    if not path:
+        raise ValueError("set tokenizer.path (a local HF tokenizer directory) or model.hf_path")
+    return transformers.AutoTokenizer.from_pretrained(path)
+
+
+def build_model(config, tokenizer):
+    """(module, params) from model.hf_path, or a freshly initialised model from the config."""
+    mc = config.model
+    switches = dict(dtype=mc.dtype, param_dtype=mc.param_dtype, scan_layers=mc.scan_layers,
+                    remat_policy=mc.remat_policy)
+    if mc.hf_path:
+        return load_hf(mc.hf_path, **switches)
+    special = dict(vocab_size=mc.vocab_size or len(tokenizer), eos_token_id=tokenizer.eos_token_id,
+                   pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id)
+    if mc.preset == "tiny":
+        cfg = tiny_config(mc.family, **special, **switches)
+    elif mc.preset:
+        cfg = preset_config(mc.preset, **special, **switches)
+    else:
+        cfg = family_config(
+            mc.family, hidden_size=mc.hidden_size, intermediate_size=mc.intermediate_size,
+            num_layers=mc.num_layers, num_heads=mc.num_heads, num_kv_heads=mc.num_kv_heads,
+            head_dim=mc.head_dim or None, max_position_embeddings=mc.max_position_embeddings,
+            tie_embeddings=mc.tie_embeddings, rope_theta=mc.rope_theta, **special, **switches)
+    if cfg.vocab_size < len(tokenizer):
+        raise ValueError(f"model.vocab_size={cfg.vocab_size} is smaller than the tokenizer ({len(tokenizer)})")
+    return Transformer(cfg), init_params(cfg, jax.random.PRNGKey(config.seed))
+
+
+def _paths(spec: str) -> list[str]:
+    return [p.strip() for p in spec.split(",") if p.strip()]
+
+
+def build_data(config, tokenizer):
+    dc = config.data
+    if not dc.train_paths:
+        raise ValueError("data.train_paths is empty: give local JSONL/JSON/parquet files or a saved HF dataset")
+    return build_datasets(
+        tokenizer=tokenizer, train_paths=_paths(dc.train_paths), eval_paths=_paths(dc.eval_paths) or None,
+        fmt=dc.format, seq_len=dc.seq_len, batch_size=dc.batch_size,
+        eval_batch_size=dc.eval_batch_size or None, eval_fraction=dc.eval_fraction, seed=config.seed,
+        shuffle=dc.shuffle, num_epochs=dc.num_epochs or None, pack=dc.pack, overlength=dc.overlength,
+        skip_bad_rows=dc.skip_bad_rows, text_field=dc.text_field,
+        prompt_template=dc.prompt_template or None, hf_split=dc.hf_split)
+
+
+def train_lm(config, workdir: str) -> dict:
+    tokenizer = load_tokenizer(config)
+    model, params = build_model(config, tokenizer)
+    data = build_data(config, tokenizer)
+    log.info("data: %s", data.stats)
+    task = TrainTask(
+        loss_fn=lm_loss_fn(model), params=params, train_iter=iter(data.train),
+        make_eval_iter=data.eval, data_stats=dict(data.stats),
+        flops_per_token=flops_per_token(model.cfg, config.data.seq_len, causal=True))
+    summary, state = run_training(config, workdir, task)
+    summary["model"] = {"family": model.cfg.family, "params": count_leaves(params)}
+    if config.train.export_hf and jax.process_index() == 0:
+        export_dir = os.path.join(workdir, "hf_model")
+        save_hf(export_dir, model.cfg, state["params"], tokenizer=tokenizer)
+        summary["hf_model"] = export_dir
+    return summary
+
+
+@register("pretrain")
+def pretrain(config, workdir: str) -> dict:
+    if config.data.format != "text":
+        raise ValueError(f"job 'pretrain' trains on raw text: data.format must be 'text', got {config.data.format!r}")
+    return train_lm(config, workdir)
+
+
+@register("sft")
+def sft(config, workdir: str) -> dict:
+    if config.data.format == "text":
+        raise ValueError("job 'sft' needs prompt/response data (alpaca, prompt_completion or chat); "
+                         "use job 'pretrain' for data.format='text'")
+    return train_lm(config, workdir)
