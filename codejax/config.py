@@ -87,6 +87,7 @@ def base_config() -> ml_collections.ConfigDict:
         pretrain_steps=300, pretrain_lr=1e-3,
         sft_max_files=400,  # stdlib files mined for instruction pairs
         sft_steps=200, sft_lr=5e-4,
+        sft_seq_len=512,  # instruction prompts (Alpaca header + docstring) need more room than code chunks
         eval_fraction=0.05,  # held out by file
     ))
     c.lock()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 
@@ -26,6 +27,7 @@ from codejax.jobs import register
 from codejax.jobs.lm import train_lm
 from codejax.tokenizer import iter_stdlib_sources, train_code_tokenizer
 from codejax.tokenizer.train import CorpusStats
+from codejax.train.metrics import read_metrics
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +105,11 @@ def _fmt(value, spec=".3f"):
     return "n/a" if value is None else format(value, spec)
 
 
+def _eval_curve(stage_dir: str) -> list[tuple[int, float]]:
+    rows = read_metrics(os.path.join(stage_dir, "metrics.jsonl"))
+    return [(r["step"], r["eval/loss"]) for r in rows if "eval/loss" in r]
+
+
 def write_report(workdir: str, figures: dict) -> str:
     lines = ["# codejax quickstart report", ""]
     if "corpus" in figures:
@@ -113,14 +120,17 @@ def write_report(workdir: str, figures: dict) -> str:
     s = figures["sft_data"]
     lines.append(f"- **SFT data:** {s['pairs']} instruction pairs from {s['files']} files: "
                  f"{s['train']} train / {s['eval']} held out (split by file).")
-    lines += ["", "| stage | steps | final train loss | held-out loss | held-out perplexity | seconds |",
-              "|---|---|---|---|---|---|"]
+    lines += ["", "| stage | steps | final train loss | held-out loss at start | held-out loss at end "
+              "| held-out perplexity at end | seconds |", "|---|---|---|---|---|---|---|"]
     for stage in ("pretrain", "sft"):
         if stage in figures:
             r = figures[stage]
-            ev = r.get("last_eval") or {}
-            lines.append(f"| {stage} | {r['steps']} | {_fmt(r['final_train_loss'])} | {_fmt(ev.get('eval/loss'))} "
-                         f"| {_fmt(ev.get('eval/perplexity'), '.1f')} | {r['seconds_this_run']:.0f} |")
+            curve = _eval_curve(os.path.join(workdir, stage))
+            first = curve[0][1] if curve and curve[0][0] == 0 else None
+            last = curve[-1][1] if curve else None
+            lines.append(f"| {stage} | {r['steps']} | {_fmt(r['final_train_loss'])} | {_fmt(first)} "
+                         f"| {_fmt(last)} | {_fmt(None if last is None else math.exp(last), '.1f')} "
+                         f"| {r['seconds_this_run']:.0f} |")
     lines.append("")
     for stage in ("pretrain", "sft"):
         if stage in figures:
@@ -158,7 +168,7 @@ def quickstart(config, workdir: str) -> dict:
     sft_cfg = _stage_config(
         config, **{"data.format": "alpaca", "data.train_paths": os.path.join(sft_dir, "train.jsonl"),
                    "data.eval_paths": os.path.join(sft_dir, "eval.jsonl"), "train.steps": q.sft_steps,
-                   "model.hf_path": model_dir, "tokenizer.path": tokenizer_dir, "optim.lr": q.sft_lr,
+                   "data.seq_len": q.sft_seq_len, "model.hf_path": model_dir, "tokenizer.path": tokenizer_dir, "optim.lr": q.sft_lr,
                    "train.export_hf": True})
     sft_cfg.job = "sft"
     figures["sft"] = train_lm(sft_cfg, os.path.join(workdir, "sft"))

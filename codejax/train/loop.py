@@ -76,14 +76,22 @@ def write_config(config, workdir: str) -> None:
 
 
 def evaluate(eval_step, params, make_eval_iter, max_batches: int = 0) -> dict[str, float]:
-    """Token-weighted loss over the eval set (or its first `max_batches` batches)."""
+    """Token-weighted loss over the eval set (or its first `max_batches` batches).
+
+    Returns {} (with a warning) when the eval set has no loss tokens, rather
+    than a loss of 0 that would look like a perfect model.
+    """
     loss_sum, weight_sum = 0.0, 0.0
     for i, batch in enumerate(make_eval_iter()):
         if max_batches and i >= max_batches:
             break
         s, w = eval_step(params, batch)
         loss_sum, weight_sum = loss_sum + float(s), weight_sum + float(w)
-    loss = loss_sum / max(weight_sum, 1.0)
+    if weight_sum == 0:
+        log.warning("the eval set has no loss tokens (every example dropped? see the data stats); "
+                    "no eval metrics this time")
+        return {}
+    loss = loss_sum / weight_sum
     return {"eval/loss": loss, "eval/perplexity": math.exp(min(loss, 50.0)), "eval/tokens": weight_sum}
 
 
