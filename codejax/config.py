@@ -88,6 +88,7 @@ def base_config() -> ml_collections.ConfigDict:
         sft_max_files=400,  # stdlib files mined for instruction pairs
         sft_steps=200, sft_lr=5e-4,
         sft_seq_len=512,  # instruction prompts (Alpaca header + docstring) need more room than code chunks
+        sft_batch_size=8,
         eval_fraction=0.05,  # held out by file
     ))
     c.lock()

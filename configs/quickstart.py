@@ -15,9 +15,10 @@ def get_config(arg=None):
     c = base_config()
     c.job = "quickstart"
     c.model.family = "llama"
-    c.model.hidden_size = 256
-    c.model.intermediate_size = 704
-    c.model.num_layers = 4
+    # Sized for the 10-minute budget on 2 CPU cores: ~12 MFLOP per trained token.
+    c.model.hidden_size = 192
+    c.model.intermediate_size = 512
+    c.model.num_layers = 3
     c.model.num_heads = 4
     c.model.num_kv_heads = 2
     c.data.seq_len = 256
@@ -25,10 +26,12 @@ def get_config(arg=None):
     c.optim.warmup_steps = 20
     c.optim.weight_decay = 0.01
     c.train.log_every = 10
-    c.train.eval_every = 100
+    c.train.eval_every = 50
     c.train.eval_batches = 20
-    c.train.checkpoint_every = 100
+    c.train.checkpoint_every = 50
     c.train.eval_at_start = True
+    c.quickstart.pretrain_steps = 200
+    c.quickstart.sft_steps = 150
     if arg in (None, ""):
         return c
     if arg == "tiny":
@@ -37,6 +40,8 @@ def get_config(arg=None):
         c.model.num_layers = 2
         c.data.seq_len = 128
         c.data.batch_size = 8
+        c.quickstart.sft_seq_len = 384
+        c.quickstart.sft_batch_size = 4
         c.optim.warmup_steps = 2
         c.train.log_every = 2
         c.train.eval_every = 0

@@ -168,7 +168,8 @@ def quickstart(config, workdir: str) -> dict:
     sft_cfg = _stage_config(
         config, **{"data.format": "alpaca", "data.train_paths": os.path.join(sft_dir, "train.jsonl"),
                    "data.eval_paths": os.path.join(sft_dir, "eval.jsonl"), "train.steps": q.sft_steps,
-                   "data.seq_len": q.sft_seq_len, "model.hf_path": model_dir, "tokenizer.path": tokenizer_dir, "optim.lr": q.sft_lr,
+                   "data.seq_len": q.sft_seq_len, "data.batch_size": q.sft_batch_size,
+                   "model.hf_path": model_dir, "tokenizer.path": tokenizer_dir, "optim.lr": q.sft_lr,
                    "train.export_hf": True})
     sft_cfg.job = "sft"
     figures["sft"] = train_lm(sft_cfg, os.path.join(workdir, "sft"))
