@@ -95,6 +95,20 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def make_tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The shared `:tiny` variant: a CPU/Colab-sized model and run that finishes in under a minute."""
+    c.model.preset = "tiny"
+    c.data.seq_len = 128
+    c.data.batch_size = 8
+    c.optim.lr = 1e-3
+    c.optim.warmup_steps = 5
+    c.train.steps = 30
+    c.train.log_every = 5
+    c.train.eval_every = 15
+    c.train.checkpoint_every = 15
+    return c
+
+
 def load_config_file(spec: str) -> ml_collections.ConfigDict:
     """Load `path/to/config.py[:arg]` the way --config does (for Colab and tests)."""
     path, _, arg = spec.partition(":")

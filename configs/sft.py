@@ -7,7 +7,7 @@
 
 Variants: '' (defaults for a real model), 'tiny' (CPU/Colab, under a minute).
 """
-from codejax.config import base_config, unknown_variant
+from codejax.config import base_config, make_tiny, unknown_variant
 
 
 def get_config(arg=None):
@@ -22,14 +22,5 @@ def get_config(arg=None):
         c.model.dtype = "bfloat16"
         return c
     if arg == "tiny":
-        c.model.preset = "tiny"
-        c.data.seq_len = 128
-        c.data.batch_size = 8
-        c.optim.lr = 1e-3
-        c.optim.warmup_steps = 5
-        c.train.steps = 30
-        c.train.log_every = 5
-        c.train.eval_every = 15
-        c.train.checkpoint_every = 15
-        return c
+        return make_tiny(c)
     raise unknown_variant(__file__, arg, ["", "tiny"])
