@@ -160,6 +160,8 @@ def quickstart(config, workdir: str) -> dict:
                        "tokenizer.path": tokenizer_dir, "optim.lr": q.pretrain_lr, "train.export_hf": True})
         pretrain_cfg.job = "pretrain"
         figures["pretrain"] = train_lm(pretrain_cfg, os.path.join(workdir, "pretrain"))
+        if figures["pretrain"]["stop_reason"] == "SIGTERM":  # preempted: stop here, a rerun resumes
+            return figures
         model_dir = os.path.join(workdir, "pretrain", "hf_model")
 
     figures["sft_data"] = _stage(workdir, "sft_data", build_sft_data, q.sft_max_files, q.eval_fraction,
