@@ -109,6 +109,36 @@ def _norm(cfg: ModelConfig, name: str) -> nn.Module:
     return cls(eps=cfg.norm_eps, dtype=cfg.dtype, param_dtype=cfg.param_dtype, name=name)
 
 
+class Projection(nn.Module):
+    """Linear map over the last `n_in` dims of x: kernel [*in_dims, *features] with logical names.
+
+    Every projection (q/k/v/o, MLP, lm_head) is one of these, so PEFT methods have a
+    single module to hook and checkpoints see uniform `kernel` / `bias` leaves. (The
+    kernel is created at its final shape: Flax's DenseGeneral creates it flat and
+    reshapes, which breaks logical sharding constraints on the initialiser.)
+    """
+
+    features: tuple[int, ...]
+    axes: tuple[str, ...]  # logical names of the kernel dims, inputs first
+    use_bias: bool
+    dtype: Any
+    param_dtype: Any
+    n_in: int = 1
+
+    @nn.compact
+    def __call__(self, x):
+        in_dims = x.shape[x.ndim - self.n_in:]
+        kernel = self.param("kernel", _init(_kernel_init(), *self.axes), (*in_dims, *self.features),
+                            self.param_dtype)
+        contract = (tuple(range(x.ndim - self.n_in, x.ndim)), tuple(range(self.n_in)))
+        y = jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype), (contract, ((), ())))
+        if self.use_bias:
+            bias = self.param("bias", _init(nn.initializers.zeros, *self.axes[self.n_in:]), self.features,
+                              self.param_dtype)
+            y = y + bias.astype(self.dtype)
+        return y
+
+
 class Attention(nn.Module):
     """Grouped-query self-attention with RoPE, optional q/k norm and sliding window."""
 
@@ -118,10 +148,7 @@ class Attention(nn.Module):
     def __call__(self, x, cos, sin, segment_ids, window):
         cfg = self.cfg
         def dense(features, axes, name):
-            return nn.DenseGeneral(
-                features=features, use_bias=cfg.qkv_bias, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-                name=name, kernel_init=_init(_kernel_init(), *axes),
-                bias_init=_init(nn.initializers.zeros, *axes[1:]))
+            return Projection(features, axes, cfg.qkv_bias, cfg.dtype, cfg.param_dtype, name=name)
 
         nh, nkv, hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         q = dense((nh, hd), ("embed", "heads", "head_dim"), "q_proj")(x)
@@ -137,12 +164,8 @@ class Attention(nn.Module):
         # dot_product_attention handles GQA (kv heads broadcast over query groups)
         # and does the softmax in float32.
         out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=cfg.attention_impl)
-        return nn.DenseGeneral(
-            features=cfg.hidden_size, axis=(-2, -1), use_bias=cfg.o_bias, dtype=cfg.dtype,
-            param_dtype=cfg.param_dtype, name="o_proj",
-            kernel_init=_init(_kernel_init(), "heads", "head_dim", "embed"),
-            bias_init=_init(nn.initializers.zeros, "embed"),
-        )(out)
+        return Projection((cfg.hidden_size,), ("heads", "head_dim", "embed"), cfg.o_bias, cfg.dtype,
+                          cfg.param_dtype, n_in=2, name="o_proj")(out)
 
 
 class MLP(nn.Module):
@@ -153,10 +176,9 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x):
         cfg = self.cfg
-        dense = lambda features, axes, name: nn.Dense(  # noqa: E731
-            features, use_bias=cfg.mlp_bias, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-            name=name, kernel_init=_init(_kernel_init(), *axes),
-            bias_init=_init(nn.initializers.zeros, axes[-1]))
+        def dense(features, axes, name):
+            return Projection((features,), axes, cfg.mlp_bias, cfg.dtype, cfg.param_dtype, name=name)
+
         act = _ACTIVATIONS[cfg.activation]
         mlp_axes = ("activation_batch", "activation_length", "activation_mlp")
         if cfg.mlp == "glu":
@@ -238,8 +260,8 @@ class Transformer(nn.Module):
         if cfg.tie_embeddings:
             logits = embed.attend(x)
         else:
-            logits = nn.Dense(cfg.vocab_size, use_bias=False, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
-                              kernel_init=_init(_kernel_init(), "embed", "vocab"), name="lm_head")(x)
+            logits = Projection((cfg.vocab_size,), ("embed", "vocab"), False, cfg.dtype, cfg.param_dtype,
+                                name="lm_head")(x)
         logits = nn.with_logical_constraint(
             logits, ("activation_batch", "activation_length", "activation_vocab"))
         return logits.astype(jnp.float32)
