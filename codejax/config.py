@@ -79,6 +79,14 @@ def base_config() -> ml_collections.ConfigDict:
         export_hf=False,  # write WORKDIR/hf_model (HF format, with the tokenizer) at the end
     ))
 
+    # Sharding: mesh ('data', 'fsdp', 'tensor') sizes (-1 = the rest of the devices), a
+    # preset strategy (dp | fsdp | tp | fsdp_tp | zero1) and logical-rule overrides,
+    # ((logical_name, mesh_axes), ...), which take precedence over the preset.
+    c.parallel = ml_collections.ConfigDict(dict(
+        preset="fsdp", data=1, fsdp=-1, tensor=1, rules=(),
+        coordinator_address="", num_processes=0, process_id=-1,  # multi-host; '' = auto/env
+    ))
+
     # Job `quickstart`: stdlib corpus -> tokenizer -> pretrain -> SFT -> report.
     c.quickstart = ml_collections.ConfigDict(dict(
         corpus_max_files=400,  # stdlib files in the pretraining corpus

@@ -14,8 +14,10 @@ import transformers
 
 from codejax.data import build_datasets
 from codejax.jobs import register
-from codejax.models import (Transformer, count_leaves, family_config, flops_per_token, init_params, load_hf,
-                            preset_config, save_hf)
+from codejax.models import (ModelConfig, Transformer, abstract_params, count_leaves, family_config,
+                            flops_per_token, init_params, load_hf_params, logical_axes, preset_config,
+                            read_hf_config, save_hf)
+from codejax.parallel import Parallel, check_divisible, parallel_from_config
 from codejax.models.config import tiny_config
 from codejax.train.loop import TrainTask, run_training
 from codejax.train.step import lm_loss_fn
@@ -30,13 +32,13 @@ def load_tokenizer(config):
     return transformers.AutoTokenizer.from_pretrained(path)
 
 
-def build_model(config, tokenizer):
-    """(module, params) from model.hf_path, or a freshly initialised model from the config."""
+def model_config(config, tokenizer) -> ModelConfig:
+    """The ModelConfig: from model.hf_path's config.json, or built from the config fields."""
     mc = config.model
     switches = dict(dtype=mc.dtype, param_dtype=mc.param_dtype, scan_layers=mc.scan_layers,
                     remat_policy=mc.remat_policy)
     if mc.hf_path:
-        return load_hf(mc.hf_path, **switches)
+        return read_hf_config(mc.hf_path, **switches)
     special = dict(vocab_size=mc.vocab_size or len(tokenizer), eos_token_id=tokenizer.eos_token_id,
                    pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id)
     if mc.preset == "tiny":
@@ -51,7 +53,19 @@ def build_model(config, tokenizer):
             tie_embeddings=mc.tie_embeddings, rope_theta=mc.rope_theta, **special, **switches)
     if cfg.vocab_size < len(tokenizer):
         raise ValueError(f"model.vocab_size={cfg.vocab_size} is smaller than the tokenizer ({len(tokenizer)})")
-    return Transformer(cfg), init_params(cfg, jax.random.PRNGKey(config.seed))
+    return cfg
+
+
+def build_params(config, cfg: ModelConfig, par: Parallel):
+    """Params created or loaded straight into their shardings: never whole on one device."""
+    shardings = par.param_shardings(logical_axes(cfg))
+    check_divisible(abstract_params(cfg), shardings)
+    if config.model.hf_path:
+        by_path = {tuple(k.key for k in path): s for path, s in jax.tree_util.tree_leaves_with_path(
+            shardings, is_leaf=lambda x: isinstance(x, jax.sharding.NamedSharding))}
+        return load_hf_params(config.model.hf_path, cfg, place=lambda path, a: jax.device_put(a, by_path[path]))
+    with par.context():
+        return jax.jit(lambda: init_params(cfg, jax.random.PRNGKey(config.seed)), out_shardings=shardings)()
 
 
 def _paths(spec: str) -> list[str]:
@@ -76,13 +90,16 @@ def build_data(config, tokenizer):
 
 def train_lm(config, workdir: str) -> dict:
     tokenizer = load_tokenizer(config)
-    model, params = build_model(config, tokenizer)
+    par = parallel_from_config(config.parallel)
+    cfg = model_config(config, tokenizer)
+    model, params = Transformer(cfg), build_params(config, cfg, par)
     data = build_data(config, tokenizer)
     log.info("data: %s", data.stats)
     task = TrainTask(
         loss_fn=lm_loss_fn(model), params=params, train_iter=iter(data.train),
         make_eval_iter=data.eval, data_stats=dict(data.stats),
-        flops_per_token=flops_per_token(model.cfg, config.data.seq_len, causal=True))
+        flops_per_token=flops_per_token(model.cfg, config.data.seq_len, causal=True),
+        parallel=par, param_axes=logical_axes(cfg))
     summary, state = run_training(config, workdir, task)
     summary["model"] = {"family": model.cfg.family, "params": count_leaves(params)}
     if config.train.export_hf and jax.process_index() == 0:

@@ -30,6 +30,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from codejax.parallel import Parallel
 from codejax.train.checkpoint import Checkpointer, abstract_like
 from codejax.train.metrics import MetricsWriter, write_plots
 from codejax.train.optim import make_optimizer
@@ -63,6 +64,9 @@ class TrainTask:
     make_eval_iter: Callable[[], Iterator[dict]] | None
     flops_per_token: float = 0.0  # model FLOPs per trained token, for MFU
     data_stats: dict | None = None
+    # With a Parallel and the params' logical axes, state and batches are sharded over its mesh.
+    parallel: Parallel | None = None
+    param_axes: Any = None
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -124,7 +128,17 @@ def run_training(config, workdir: str, task: TrainTask) -> tuple[dict[str, Any],
     write_config(config, workdir)
     is_main = jax.process_index() == 0
     optimizer, schedule = make_optimizer(config.optim, tc.steps)
-    state = init_train_state(task.params, optimizer, config.seed)
+    par = task.parallel
+    if par is None:
+        state, state_sh = init_train_state(task.params, optimizer, config.seed), None
+    else:
+        check_batch_split(par, config.data.batch_size, config.optim.grad_accum_steps)
+        check_batch_split(par, config.data.eval_batch_size or config.data.batch_size, 1)
+        state_sh = par.state_shardings(optimizer, _shapes(task.params), task.param_axes)
+        with par.context():  # created in place, never whole on one device
+            state = jax.jit(lambda p: init_train_state(p, optimizer, config.seed),
+                            out_shardings=state_sh, donate_argnums=0)(task.params)
+    place = par.shard_batch if par is not None else (lambda b: b)
     checkpointer = Checkpointer(
         os.path.join(workdir, "checkpoints"), save_every=tc.checkpoint_every or tc.steps,
         keep_latest=tc.keep_checkpoints, keep_best=tc.keep_best, best_metric=tc.best_metric,
@@ -137,8 +151,11 @@ def run_training(config, workdir: str, task: TrainTask) -> tuple[dict[str, Any],
         log.info("resumed from step %d in %s", start_step, workdir)
     writer = MetricsWriter(workdir, resume_step=start_step if restored else None) if is_main else None
 
-    train_step = make_train_step(task.loss_fn, optimizer, schedule, config.optim.grad_accum_steps)
-    eval_step = make_eval_step(task.loss_fn)
+    train_step = make_train_step(task.loss_fn, optimizer, schedule, config.optim.grad_accum_steps,
+                                 parallel=par, state_shardings=state_sh)
+    eval_step = make_eval_step(task.loss_fn, parallel=par,
+                               param_shardings=state_sh["params"] if state_sh else None)
+    make_eval_iter = task.make_eval_iter and (lambda: map(place, task.make_eval_iter()))
     peak = peak_flops_per_device(tc.peak_flops_per_device)
     best_eval, evals_without_gain, stop_reason = None, 0, "completed"
     last_eval: dict[str, float] = {}
@@ -149,9 +166,9 @@ def run_training(config, workdir: str, task: TrainTask) -> tuple[dict[str, Any],
     def do_eval(step: int) -> bool:
         """Evaluate, log, and report whether early stopping triggers."""
         nonlocal best_eval, evals_without_gain, last_eval
-        if task.make_eval_iter is None:
+        if make_eval_iter is None:
             return False
-        last_eval = evaluate(eval_step, state["params"], task.make_eval_iter, tc.eval_batches)
+        last_eval = evaluate(eval_step, state["params"], make_eval_iter, tc.eval_batches)
         if writer:
             writer.write(step, last_eval)
             write_plots(writer.path, os.path.join(workdir, "plots"))
@@ -178,7 +195,7 @@ def run_training(config, workdir: str, task: TrainTask) -> tuple[dict[str, Any],
     with _StopSignal() as stop_signal:
         while step < tc.steps:
             batch = next(task.train_iter)
-            state, metrics = train_step(state, batch)
+            state, metrics = train_step(state, place(batch))
             step += 1
             n_tokens = int(np.sum(batch["segment_ids"] > 0))
             tokens_seen += n_tokens
@@ -242,6 +259,19 @@ def run_training(config, workdir: str, task: TrainTask) -> tuple[dict[str, Any],
             json.dump(summary, f, indent=2, default=str)
     checkpointer.close()
     return summary, state
+
+
+def _shapes(tree):
+    return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
+
+
+def check_batch_split(par: Parallel, batch_size: int, grad_accum_steps: int) -> None:
+    devices = par.mesh.shape["data"] * par.mesh.shape["fsdp"]
+    micro = batch_size // max(grad_accum_steps, 1)
+    if batch_size % max(grad_accum_steps, 1) or micro % devices:
+        raise ValueError(f"data.batch_size={batch_size} with optim.grad_accum_steps={grad_accum_steps} gives "
+                         f"micro-batches of {micro} rows, which must split evenly over the {devices} "
+                         f"data x fsdp devices of the mesh")
 
 
 def _check_finite(metrics, step: int, checkpointer: Checkpointer) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
@@ -28,7 +29,9 @@ def _split_micro_batches(batch: dict, num: int) -> dict:
         if x.shape[0] % num:
             raise ValueError(f"batch of {x.shape[0]} rows does not split into {num} micro-batches "
                              "(data.batch_size must be a multiple of optim.grad_accum_steps)")
-        return x.reshape((num, x.shape[0] // num) + x.shape[1:])
+        x = x.reshape((num, x.shape[0] // num) + x.shape[1:])
+        # Keep each micro-batch split over the batch devices, not the micro-batch index.
+        return nn.with_logical_constraint(x, (None, "activation_batch") + (None,) * (x.ndim - 2))
     return jax.tree_util.tree_map(split, batch)
 
 
@@ -60,9 +63,27 @@ def accumulated_grads(loss_fn: LossFn, params, batch: dict, rng: jax.Array, grad
     return loss_sum / denom, weight_sum, grads
 
 
+def _jit(fn, parallel, in_shardings, out_shardings, donate: bool):
+    """jit with shardings; calls run inside the mesh/rules context that activation constraints need."""
+    jitted = jax.jit(fn, in_shardings=in_shardings, out_shardings=out_shardings,
+                     donate_argnums=0 if donate else ())
+    if parallel is None:
+        return jitted
+
+    def call(*args):
+        with parallel.context():
+            return jitted(*args)
+    return call
+
+
 def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, schedule: optax.Schedule,
-                    grad_accum_steps: int = 1, jit: bool = True):
-    """Build `train_step(state, batch) -> (state, metrics)`; the state buffers are donated."""
+                    grad_accum_steps: int = 1, jit: bool = True, parallel=None, state_shardings=None):
+    """Build `train_step(state, batch) -> (state, metrics)`; the state buffers are donated.
+
+    With `parallel` and `state_shardings` the step is compiled for the mesh:
+    state in and out in its shardings, the batch split over data x fsdp,
+    metrics replicated.
+    """
 
     def train_step(state: TrainState, batch: dict):
         rng, step_rng = jax.random.split(state["rng"])
@@ -75,16 +96,26 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, sc
         new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state, "rng": rng}
         return new_state, metrics
 
-    return jax.jit(train_step, donate_argnums=0) if jit else train_step
+    if not jit:
+        return train_step
+    if parallel is None:
+        return _jit(train_step, None, None, None, donate=True)
+    return _jit(train_step, parallel, (state_shardings, parallel.batch_sharding),
+                (state_shardings, parallel.replicated), donate=True)
 
 
-def make_eval_step(loss_fn: LossFn, jit: bool = True):
+def make_eval_step(loss_fn: LossFn, jit: bool = True, parallel=None, param_shardings=None):
     """Build `eval_step(params, batch) -> (loss_sum, weight_sum)` (no randomness)."""
 
     def eval_step(params, batch):
         return loss_fn(params, batch, jax.random.PRNGKey(0))
 
-    return jax.jit(eval_step) if jit else eval_step
+    if not jit:
+        return eval_step
+    if parallel is None:
+        return _jit(eval_step, None, None, None, donate=False)
+    return _jit(eval_step, parallel, (param_shardings, parallel.batch_sharding), parallel.replicated,
+                donate=False)
 
 
 def lm_loss_fn(model) -> LossFn:
