@@ -21,8 +21,13 @@ def _dummy_tokens() -> jnp.ndarray:
 
 
 def init_params(cfg: ModelConfig, rng: jax.Array) -> Params:
-    """Randomly initialised params (unboxed) for `cfg`."""
-    return nn.unbox(Transformer(cfg).init(rng, _dummy_tokens()))["params"]
+    """Randomly initialised params (unboxed) for `cfg`.
+
+    The [1, 1] dummy batch cannot be split over a mesh, so activation rules are
+    cleared while it runs; param shardings come from the caller's out_shardings.
+    """
+    with nn.logical_axis_rules(()):
+        return nn.unbox(Transformer(cfg).init(rng, _dummy_tokens()))["params"]
 
 
 def abstract_params(cfg: ModelConfig) -> Params:
