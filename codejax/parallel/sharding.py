@@ -84,11 +84,21 @@ class Parallel:
         return {"step": self.replicated, "params": params, "opt_state": opt, "rng": self.replicated}
 
     def shard_batch(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
-        """This process's rows of the global batch -> global arrays split over data x fsdp."""
+        """The global batch (identical on every host) -> global arrays split over data x fsdp.
+
+        Every host runs the same seeded pipeline, so each takes its own contiguous
+        block of rows. (Reading only those rows would save host work; not built yet.
+        Multi-host placement is untested here: CI has one host.)
+        """
         sharding = self.batch_sharding
         if jax.process_count() == 1:
             return jax.device_put(batch, sharding)
-        return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+        out = {}
+        for key, value in batch.items():
+            rows = value.shape[0] // jax.process_count()
+            local = value[jax.process_index() * rows:(jax.process_index() + 1) * rows]
+            out[key] = jax.make_array_from_process_local_data(sharding, local, value.shape)
+        return out
 
 
 def check_divisible(abstract_params: Any, shardings: Shardings) -> None:
