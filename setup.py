@@ -37,5 +37,5 @@ setup(
     packages=find_packages(include=["codejax", "codejax.*"]),
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": TEST_REQUIRES},
+    extras_require={"test": TEST_REQUIRES, "bench": TEST_REQUIRES + ["trl>=1.16"]},
 )

@@ -1,8 +1,9 @@
 """SFT training throughput on CPU: codejax vs transformers + TRL `SFTTrainer`, side by side.
 
-    python experiments/bench_sft_cpu.py                 # the full run (~6 min on 2 cores)
-    python experiments/bench_sft_cpu.py --quick         # smoke run, well under a minute
-    python experiments/bench_sft_cpu.py --modes packed,unpacked --steps 20
+    python experiments/bench_sft_cpu.py                 # packed only (~4 min on 2 cores)
+    python experiments/bench_sft_cpu.py --modes packed,unpacked --nice -10   # README run, ~6 min
+    python experiments/bench_sft_cpu.py --quick         # smoke run, under a minute
+    python experiments/bench_sft_cpu.py --repeats 2     # interleaved repeats, fastest of each shown
 
 This is a benchmark, not a test: it asserts nothing about speed; it prints a Markdown
 table and writes JSON (``--out``). Results and their context live in experiments/README.md.
@@ -48,7 +49,12 @@ What is compared, and why the comparison is fair
   seconds, set-up seconds (data pipeline build / trainer init), the first and final training
   loss, plus a breakdown: time spent fetching batches, and for codejax the compute-only
   step time (one fixed batch, blocking every step). Data order differs (grain shuffle vs
-  torch's sampler), so the losses agree at step 1 (same weights) and only roughly later.
+  torch's sampler), so the losses are close at step 1 (same weights, different batches)
+  and only roughly comparable later: a sanity check, not a quality comparison.
+* **Shared machines.** ``--nice -10`` puts each worker in its own session at autogroup
+  niceness -10 (needs root) so other jobs on the machine distort less; ``--repeats N``
+  interleaves N runs of each and keeps the fastest. The 1-minute load average around
+  every run is recorded in the JSON.
 """
 from __future__ import annotations
 
