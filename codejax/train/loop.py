@@ -38,6 +38,9 @@ from codejax.train.step import LossFn, init_train_state, make_eval_step, make_tr
 
 log = logging.getLogger(__name__)
 
+# Early-stopping record, kept in each checkpoint's metadata so a resumed run continues it.
+_BEST_KEY, _PATIENCE_KEY = "early_stopping/best", "early_stopping/evals_without_gain"
+
 # Dense bf16 peak FLOP/s per device, for the MFU estimate.
 PEAK_FLOPS = {"TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12,
               "TPU v6 lite": 918e12, "TPU v6e": 918e12, "H100": 989e12, "H200": 989e12,
@@ -144,10 +147,13 @@ def run_training(config, workdir: str, task: TrainTask) -> tuple[dict[str, Any],
         keep_latest=tc.keep_checkpoints, keep_best=tc.keep_best, best_metric=tc.best_metric,
         best_mode=tc.best_mode, async_save=tc.async_checkpoint)
     restored = checkpointer.restore_latest(abstract_like(state))
-    start_step = 0
+    start_step, best_eval, evals_without_gain = 0, None, 0
     if restored is not None:
-        start_step, state, data_state, _ = restored
+        start_step, state, data_state, meta = restored
         task.train_iter.set_state(data_state)
+        # Early stopping carries on where it was, not from a blank record.
+        best_eval = meta.get(_BEST_KEY)
+        evals_without_gain = meta.get(_PATIENCE_KEY, 0)
         log.info("resumed from step %d in %s", start_step, workdir)
     writer = MetricsWriter(workdir, resume_step=start_step if restored else None) if is_main else None
 
@@ -157,7 +163,7 @@ def run_training(config, workdir: str, task: TrainTask) -> tuple[dict[str, Any],
                                param_shardings=state_sh["params"] if state_sh else None)
     make_eval_iter = task.make_eval_iter and (lambda: map(place, task.make_eval_iter()))
     peak = peak_flops_per_device(tc.peak_flops_per_device)
-    best_eval, evals_without_gain, stop_reason = None, 0, "completed"
+    stop_reason = "completed"
     last_eval: dict[str, float] = {}
     tokens_seen, window_tokens, window_positions, window_start = 0, 0, 0, time.time()
     start_time = time.time()
@@ -184,8 +190,8 @@ def run_training(config, workdir: str, task: TrainTask) -> tuple[dict[str, Any],
     def save(step: int, force: bool = False, with_eval: bool = False) -> None:
         if step in checkpointer.all_steps():  # e.g. a restart of a run that had already finished
             return
-        checkpointer.save(step, state, task.train_iter.get_state(),
-                          metrics=dict(last_eval) if with_eval else None, force=force)
+        meta = {**(last_eval if with_eval else {}), _BEST_KEY: best_eval, _PATIENCE_KEY: evals_without_gain}
+        checkpointer.save(step, state, task.train_iter.get_state(), metrics=meta, force=force)
 
     if tc.eval_at_start and start_step == 0:
         do_eval(0)

@@ -175,3 +175,17 @@ def test_early_stopping_after_patience(sft_files, tmp_path):
     summary, _ = run_training(config, str(tmp_path), _tiny_task(poisoned, lambda: iter([poisoned.batch])))
     # lr = 0: the first eval sets the best, the next two do not improve on it.
     assert summary["steps"] == 6 and summary["stop_reason"].startswith("early stopping")
+
+
+def test_early_stopping_record_survives_a_restart(sft_files, tmp_path):
+    poisoned = _PoisonedBatches(poison_at=-1)
+    overrides = {"train.eval_every": 2, "train.log_every": 1, "train.early_stopping_patience": 3,
+                 "optim.lr": 0.0, "optim.schedule": "constant", "optim.warmup_steps": 0,
+                 "train.checkpoint_every": 2}
+    first, _ = run_training(_config(sft_files, **{"train.steps": 4, **overrides}), str(tmp_path),
+                            _tiny_task(poisoned, lambda: iter([poisoned.batch])))
+    assert first["stop_reason"] == "completed"  # evals at 2 (best) and 4 (no gain: 1 of 3)
+    resumed, _ = run_training(_config(sft_files, **{"train.steps": 50, **overrides}), str(tmp_path),
+                              _tiny_task(poisoned, lambda: iter([poisoned.batch])))
+    # Evals at 6 and 8 bring the count to 3. A blank record would stop at 12 instead.
+    assert resumed["steps"] == 8 and resumed["stop_reason"].startswith("early stopping")
