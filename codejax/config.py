@@ -80,10 +80,10 @@ def base_config() -> ml_collections.ConfigDict:
     ))
 
     # Sharding: mesh ('data', 'fsdp', 'tensor') sizes (-1 = the rest of the devices), a
-    # preset strategy (dp | fsdp | tp | fsdp_tp | zero1) and logical-rule overrides,
-    # ((logical_name, mesh_axes), ...), which take precedence over the preset.
+    # preset strategy (dp | fsdp | tp | fsdp_tp | zero1) and logical-rule overrides that
+    # take precedence over the preset: "mlp=tensor,embed=data+fsdp,heads=none".
     c.parallel = ml_collections.ConfigDict(dict(
-        preset="fsdp", data=1, fsdp=-1, tensor=1, rules=(),
+        preset="fsdp", data=1, fsdp=-1, tensor=1, rules="",
         coordinator_address="", num_processes=0, process_id=-1,  # multi-host; '' = auto/env
     ))
 

@@ -47,21 +47,38 @@ PRESETS: dict[str, Rules] = {
 _ZERO1_OPTIMIZER: Rules = (("embed", BATCH_AXES),) + _REPLICATED_PARAMS
 
 
-def logical_rules(preset: str, overrides: Sequence[Sequence] = ()) -> Rules:
-    """The preset's rules with `overrides` ((name, axes), ...) taking precedence.
+def parse_rules(overrides: str | Sequence[Sequence]) -> Rules:
+    """Overrides as ((name, axes), ...) or the command-line form "mlp=tensor,embed=data+fsdp,heads=none"."""
+    if not isinstance(overrides, str):
+        return tuple((str(name), _axes(axes)) for name, axes in overrides)
+    rules = []
+    for item in filter(None, (part.strip() for part in overrides.split(","))):
+        name, sep, axes = item.partition("=")
+        if not sep:
+            raise ValueError(f"parallel.rules entry {item!r}: expected logical_name=mesh_axis[+mesh_axis]")
+        parts = tuple(a.strip() for a in axes.split("+"))
+        bad = [a for a in parts if a not in ("data", "fsdp", "tensor", "none")]
+        if bad:
+            raise ValueError(f"parallel.rules entry {item!r}: unknown mesh axis {bad[0]!r}; "
+                             "expected data, fsdp, tensor or none")
+        rules.append((name.strip(), None if parts == ("none",) else parts[0] if len(parts) == 1 else parts))
+    return tuple(rules)
+
+
+def logical_rules(preset: str, overrides: str | Sequence[Sequence] = ()) -> Rules:
+    """The preset's rules with `overrides` taking precedence (see `parse_rules` for the forms).
 
     Flax uses the first rule that names a logical axis, so overrides go first.
     """
     if preset not in PRESETS:
         raise ValueError(f"parallel.preset={preset!r}; expected one of {sorted(PRESETS)}")
-    extra = tuple((str(name), _axes(axes)) for name, axes in overrides)
-    return extra + PRESETS[preset]
+    return parse_rules(overrides) + PRESETS[preset]
 
 
-def optimizer_rules(preset: str, overrides: Sequence[Sequence] = ()) -> Rules:
+def optimizer_rules(preset: str, overrides: str | Sequence[Sequence] = ()) -> Rules:
     """Rules for optimizer state: the param rules, except under zero1."""
     if preset == "zero1":
-        return tuple((str(n), _axes(a)) for n, a in overrides) + _ZERO1_OPTIMIZER
+        return parse_rules(overrides) + _ZERO1_OPTIMIZER
     return logical_rules(preset, overrides)
 
 

@@ -8,7 +8,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from codejax.config import base_config
 from codejax.models import Transformer, abstract_params, init_params, logical_axes, save_hf, tiny_config
 from codejax.models.hf import load_hf_params
-from codejax.parallel import Parallel, check_divisible, make_mesh, resolve_axis_sizes
+from codejax.parallel import Parallel, check_divisible, logical_rules, make_mesh, resolve_axis_sizes
 from codejax.train.checkpoint import Checkpointer, abstract_like
 from codejax.train.optim import make_optimizer
 from codejax.train.step import init_train_state, lm_loss_fn, make_train_step
@@ -156,6 +156,16 @@ def test_hf_checkpoint_loads_straight_into_shardings(tmp_path):
     kernel = params["layers"]["mlp"]["gate_proj"]["kernel"]
     assert kernel.sharding == by_path[("layers", "mlp", "gate_proj", "kernel")]
     assert kernel.addressable_shards[0].data.shape == (2, 32, 64)  # [layers, embed/2, mlp/2]
+
+
+def test_rule_overrides_from_the_command_line_form():
+    rules = logical_rules("fsdp", "mlp=tensor,embed=data+fsdp,heads=none")
+    assert rules[:3] == (("mlp", "tensor"), ("embed", ("data", "fsdp")), ("heads", None))
+    assert logical_rules("fsdp", (("mlp", "tensor"),))[0] == ("mlp", "tensor")
+    with pytest.raises(ValueError, match="unknown mesh axis 'model'"):
+        logical_rules("fsdp", "mlp=model")
+    with pytest.raises(ValueError, match="expected logical_name=mesh_axis"):
+        logical_rules("fsdp", "mlp")
 
 
 def test_mesh_sizes_and_clear_errors():
