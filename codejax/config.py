@@ -21,7 +21,7 @@ def base_config() -> ml_collections.ConfigDict:
 
     # Model: a local HF directory, or a fresh random model from a preset or the sizes below.
     c.model = ml_collections.ConfigDict(dict(
-        hf_path="",  # local Hugging Face model directory; '' = build a new model
+        hf_path="",  # local Hugging Face model directory (its config.json sets the sizes below); '' = new model
         preset="",  # a codejax.models.PRESETS name, or 'tiny'; '' = use family + sizes
         family="llama",
         vocab_size=0,  # 0 = the tokenizer's size
@@ -52,7 +52,7 @@ def base_config() -> ml_collections.ConfigDict:
         overlength="truncate",  # truncate | drop
         skip_bad_rows=False,
         shuffle=True,
-        num_epochs=0,  # 0 = repeat for as many steps as train.steps needs
+        num_epochs=0,  # 0 = repeat for as many steps as train.steps needs; else stop when the data runs out
     ))
 
     c.optim = ml_collections.ConfigDict(dict(
@@ -67,7 +67,7 @@ def base_config() -> ml_collections.ConfigDict:
         log_every=10,
         eval_every=200,  # 0 = only at the end
         eval_batches=0,  # 0 = the whole eval set
-        checkpoint_every=200,
+        checkpoint_every=200,  # 0 = only at the end
         keep_checkpoints=2,  # the latest K ...
         keep_best=1,  # ... plus the best K by best_metric
         best_metric="eval/loss", best_mode="min",

@@ -37,8 +37,12 @@ def model_config(config, tokenizer) -> ModelConfig:
     mc = config.model
     switches = dict(dtype=mc.dtype, param_dtype=mc.param_dtype, scan_layers=mc.scan_layers,
                     remat_policy=mc.remat_policy)
-    if mc.hf_path:
-        return read_hf_config(mc.hf_path, **switches)
+    if mc.hf_path:  # the checkpoint's config.json decides the shape; the size fields are ignored
+        cfg = read_hf_config(mc.hf_path, **switches)
+        if cfg.vocab_size < len(tokenizer):
+            raise ValueError(f"{mc.hf_path}: vocab_size={cfg.vocab_size} is smaller than the tokenizer "
+                             f"({len(tokenizer)} tokens); ids past the embedding would be out of range")
+        return cfg
     special = dict(vocab_size=mc.vocab_size or len(tokenizer), eos_token_id=tokenizer.eos_token_id,
                    pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id)
     if mc.preset == "tiny":
@@ -102,7 +106,8 @@ def train_lm(config, workdir: str) -> dict:
         parallel=par, param_axes=logical_axes(cfg))
     summary, state = run_training(config, workdir, task)
     summary["model"] = {"family": model.cfg.family, "params": count_leaves(params)}
-    if config.train.export_hf and jax.process_index() == 0:
+    finished = summary["stop_reason"] != "SIGTERM"  # never spend a preemption's grace period exporting
+    if config.train.export_hf and finished and jax.process_index() == 0:
         export_dir = os.path.join(workdir, "hf_model")
         save_hf(export_dir, model.cfg, state["params"], tokenizer=tokenizer)
         summary["hf_model"] = export_dir

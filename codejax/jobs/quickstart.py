@@ -22,11 +22,11 @@ import math
 import os
 import time
 
-from codejax.codedata import mine_tree, split_by_file, write_jsonl
+from codejax.codedata import default_root, iter_source_files, mine_tree, split_by_file, write_jsonl
 from codejax.jobs import register
 from codejax.jobs.lm import train_lm
-from codejax.tokenizer import iter_stdlib_sources, train_code_tokenizer
-from codejax.tokenizer.train import CorpusStats
+from codejax.tokenizer import train_code_tokenizer
+from codejax.tokenizer.train import read_source
 from codejax.train.metrics import read_metrics
 
 log = logging.getLogger(__name__)
@@ -47,15 +47,28 @@ def chunk_source(text: str, max_chars: int) -> list[str]:
 
 
 def build_corpus(out_dir: str, max_files: int, max_chars: int, eval_fraction: float, seed: int) -> dict:
-    """stdlib sources -> chunked {text, path} rows, split by file so no file spans both splits."""
-    stats = CorpusStats()
-    rows = []
-    for i, text in enumerate(iter_stdlib_sources(max_files=max_files, stats=stats)):
-        rows.extend({"text": chunk, "path": f"file{i}"} for chunk in chunk_source(text, max_chars))
+    """stdlib sources -> chunked {text, path} rows, split by file so no file spans both splits.
+
+    Files and their root-relative paths are the ones `mine_tree` uses for the SFT pairs,
+    so `split_by_file` holds out the same files in both stages: the SFT held-out
+    functions come from files the pretraining never saw either.
+    """
+    root = default_root()
+    rows, files, skipped, size = [], 0, [], 0
+    for path in iter_source_files(root)[:max_files]:
+        text, reason = read_source(path)
+        if text is None:
+            skipped.append((str(path), reason))
+            continue
+        files, size = files + 1, size + len(text.encode("utf-8"))
+        rel = path.relative_to(root).as_posix()
+        rows.extend({"text": chunk, "path": rel} for chunk in chunk_source(text, max_chars))
+    if skipped:
+        log.warning("corpus: skipped %d files: %s", len(skipped), skipped)
     train, held_out = split_by_file(rows, eval_fraction, seed)
     write_jsonl(train, os.path.join(out_dir, "train.jsonl"))
     write_jsonl(held_out, os.path.join(out_dir, "eval.jsonl"))
-    return {"files": stats.files_read, "bytes": stats.bytes_read, "files_skipped": stats.files_skipped,
+    return {"files": files, "bytes": size, "files_skipped": len(skipped),
             "train_chunks": len(train), "eval_chunks": len(held_out)}
 
 

@@ -155,6 +155,18 @@ def run_training(config, workdir: str, task: TrainTask) -> tuple[dict[str, Any],
         best_eval = meta.get(_BEST_KEY)
         evals_without_gain = meta.get(_PATIENCE_KEY, 0)
         log.info("resumed from step %d in %s", start_step, workdir)
+    summary_path = os.path.join(workdir, "summary.json")
+    if restored is not None and os.path.exists(summary_path):
+        with open(summary_path, encoding="utf-8") as f:
+            previous = json.load(f)
+        # Same step, same train.steps and not preempted: the run is over. (A larger
+        # train.steps means the user asks for more, so training continues.)
+        if (previous.get("steps") == start_step and previous.get("train_steps") == tc.steps
+                and previous.get("stop_reason") != "SIGTERM"):
+            log.info("%s already finished at step %d (%s); nothing to do", workdir, start_step,
+                     previous.get("stop_reason"))
+            checkpointer.close()
+            return previous, state
     writer = MetricsWriter(workdir, resume_step=start_step if restored else None) if is_main else None
 
     train_step = make_train_step(task.loss_fn, optimizer, schedule, config.optim.grad_accum_steps,
@@ -178,10 +190,10 @@ def run_training(config, workdir: str, task: TrainTask) -> tuple[dict[str, Any],
         if writer:
             writer.write(step, last_eval)
             write_plots(writer.path, os.path.join(workdir, "plots"))
-        value = last_eval[tc.best_metric] if tc.best_metric in last_eval else None
-        improved = value is not None and (best_eval is None or (
-            value < best_eval if tc.best_mode == "min" else value > best_eval))
-        if improved:
+        value = last_eval.get(tc.best_metric)
+        if value is None:  # no metric this time (e.g. an empty eval set): nothing to count
+            return False
+        if best_eval is None or (value < best_eval if tc.best_mode == "min" else value > best_eval):
             best_eval, evals_without_gain = value, 0
         else:
             evals_without_gain += 1
@@ -200,7 +212,12 @@ def run_training(config, workdir: str, task: TrainTask) -> tuple[dict[str, Any],
     step = start_step
     with _StopSignal() as stop_signal:
         while step < tc.steps:
-            batch = next(task.train_iter)
+            try:
+                batch = next(task.train_iter)
+            except StopIteration:  # a finite data.num_epochs ran out before train.steps
+                stop_reason = f"data exhausted after {step} steps"
+                log.warning("the training data ran out at step %d of %d", step, tc.steps)
+                break
             state, metrics = train_step(state, place(batch))
             step += 1
             n_tokens = int(np.sum(batch["segment_ids"] > 0))
@@ -244,13 +261,14 @@ def run_training(config, workdir: str, task: TrainTask) -> tuple[dict[str, Any],
                 save(step, with_eval=evaluated)
     bar.close()
 
-    if stop_reason == "completed":
+    if stop_reason == "completed" or stop_reason.startswith("data exhausted"):
         do_eval(step)
         _check_finite(metrics, step, checkpointer)
         save(step, force=True, with_eval=bool(last_eval))
     checkpointer.wait()
     summary = {
-        "steps": step, "stop_reason": stop_reason, "tokens_seen_this_run": tokens_seen,
+        "steps": step, "train_steps": tc.steps, "stop_reason": stop_reason,
+        "tokens_seen_this_run": tokens_seen,
         "seconds_this_run": time.time() - start_time,
         "final_train_loss": float(metrics["loss"]) if metrics else None,
         "best_eval": best_eval, "last_eval": last_eval, "best_checkpoint_step": checkpointer.best_step(),
@@ -261,7 +279,7 @@ def run_training(config, workdir: str, task: TrainTask) -> tuple[dict[str, Any],
                             if isinstance(v, (int, float))})
         writer.close()
         write_plots(writer.path, os.path.join(workdir, "plots"))
-        with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as f:
+        with open(summary_path, "w", encoding="utf-8") as f:
             json.dump(summary, f, indent=2, default=str)
     checkpointer.close()
     return summary, state
@@ -281,9 +299,14 @@ def check_batch_split(par: Parallel, batch_size: int, grad_accum_steps: int) -> 
 
 
 def _check_finite(metrics, step: int, checkpointer: Checkpointer) -> None:
-    """Never checkpoint a diverged state: the last good checkpoint must stay the newest."""
-    if metrics and not math.isfinite(float(metrics["loss"])):
-        checkpointer.wait()
-        raise NonFiniteLossError(
-            f"loss is {float(metrics['loss'])} at step {step}; stopping. The last good checkpoint "
-            f"(step {checkpointer.latest_step()}) is kept in {checkpointer.directory}")
+    """Never checkpoint a diverged state: the last good checkpoint must stay the newest.
+
+    The loss is computed before the update, so a NaN/Inf gradient (which poisons
+    the new params) shows only in grad_norm at that step.
+    """
+    for key in ("loss", "grad_norm"):
+        if metrics and key in metrics and not math.isfinite(float(metrics[key])):
+            checkpointer.wait()
+            raise NonFiniteLossError(
+                f"{key} is {float(metrics[key])} at step {step}; stopping. The last good checkpoint "
+                f"(step {checkpointer.latest_step()}) is kept in {checkpointer.directory}")

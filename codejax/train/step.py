@@ -29,8 +29,9 @@ def _split_micro_batches(batch: dict, num: int) -> dict:
         if x.shape[0] % num:
             raise ValueError(f"batch of {x.shape[0]} rows does not split into {num} micro-batches "
                              "(data.batch_size must be a multiple of optim.grad_accum_steps)")
-        x = x.reshape((num, x.shape[0] // num) + x.shape[1:])
-        # Keep each micro-batch split over the batch devices, not the micro-batch index.
+        # Strided: micro-batch i takes rows i, i+num, ... so each device keeps its own rows
+        # (a contiguous block would live on a few devices and force an all-to-all each step).
+        x = x.reshape((x.shape[0] // num, num) + x.shape[1:]).swapaxes(0, 1)
         return nn.with_logical_constraint(x, (None, "activation_batch") + (None,) * (x.ndim - 2))
     return jax.tree_util.tree_map(split, batch)
 

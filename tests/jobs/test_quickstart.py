@@ -33,6 +33,12 @@ def test_quickstart_tiny_end_to_end(tmp_path):
         assert curve[0][0] == 0 and curve[-1][0] == config.quickstart[f"{stage}_steps"]
         assert curve[-1][1] < curve[0][1], f"{stage}: held-out loss did not improve: {curve}"
     assert figures["sft_data"]["pairs"] > 100
+    # Both stages hold out the same files: SFT eval functions come from files never pretrained on.
+    def paths(stage, split):
+        lines = (tmp_path / stage / f"{split}.jsonl").read_text().splitlines()
+        return {json.loads(line)["path"] for line in lines}
+    assert paths("sft_data", "eval") and paths("sft_data", "eval") <= paths("corpus", "eval")
+    assert not paths("sft_data", "eval") & paths("corpus", "train")
     assert figures["sft"]["data"]["examples"] > 100
 
     # The fine-tuned model is an ordinary HF directory, loadable by both frameworks.

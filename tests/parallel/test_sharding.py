@@ -21,7 +21,7 @@ def test_there_are_eight_devices():
     assert jax.device_count() == 8, "tests/conftest.py must set --xla_force_host_platform_device_count=8"
 
 
-def _batch(seed, rows=8, length=16):
+def _batch(seed, rows=16, length=16):  # 16 rows: 2 micro-batches of 8 still split over 8 devices
     rng = np.random.default_rng(seed)
     tokens = rng.integers(0, CFG.vocab_size, size=(rows, length + 1)).astype(np.int32)
     weights = (rng.random((rows, length)) > 0.2).astype(np.float32)

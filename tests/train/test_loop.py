@@ -189,3 +189,43 @@ def test_early_stopping_record_survives_a_restart(sft_files, tmp_path):
                               _tiny_task(poisoned, lambda: iter([poisoned.batch])))
     # Evals at 6 and 8 bring the count to 3. A blank record would stop at 12 instead.
     assert resumed["steps"] == 8 and resumed["stop_reason"].startswith("early stopping")
+
+
+class _FiniteBatches(_PoisonedBatches):
+    """Runs out after `limit` batches, like a finite data.num_epochs."""
+
+    def __init__(self, limit: int):
+        super().__init__(poison_at=-1)
+        self.limit = limit
+
+    def __next__(self):
+        if self.count >= self.limit:
+            raise StopIteration
+        return super().__next__()
+
+
+def test_data_running_out_ends_the_run_cleanly(sft_files, tmp_path):
+    config = _config(sft_files, **{"train.steps": 20, "train.eval_every": 0, "train.log_every": 1})
+    batches = _FiniteBatches(limit=5)
+    summary, _ = run_training(config, str(tmp_path), _tiny_task(batches, lambda: iter([batches.batch])))
+    assert summary["steps"] == 5 and summary["stop_reason"] == "data exhausted after 5 steps"
+    assert (tmp_path / "checkpoints" / "5").is_dir() and summary["last_eval"]
+
+
+def test_missing_eval_metric_never_triggers_early_stopping(sft_files, tmp_path):
+    config = _config(sft_files, **{"train.steps": 8, "train.eval_every": 2, "train.log_every": 1,
+                                   "train.early_stopping_patience": 1})
+    batches = _PoisonedBatches(poison_at=-1)
+    empty = dict(batches.batch, weights=np.zeros((4, 16), np.float32))  # an eval set with no loss tokens
+    summary, _ = run_training(config, str(tmp_path), _tiny_task(batches, lambda: iter([empty])))
+    assert summary["steps"] == 8 and summary["stop_reason"] == "completed"
+
+
+def test_rerunning_a_finished_run_changes_nothing(sft_files, tmp_path):
+    config = _config(sft_files, **{"train.steps": 4, "train.eval_every": 2, "train.log_every": 1})
+    batches = _PoisonedBatches(poison_at=-1)
+    first, _ = run_training(config, str(tmp_path), _tiny_task(batches, lambda: iter([batches.batch])))
+    rows = (tmp_path / "metrics.jsonl").read_text()
+    again, _ = run_training(config, str(tmp_path), _tiny_task(_PoisonedBatches(poison_at=-1)))
+    assert again == json.loads(json.dumps(first, default=str))
+    assert (tmp_path / "metrics.jsonl").read_text() == rows
