@@ -251,7 +251,7 @@ def run_training(config, workdir: str, task: TrainTask) -> tuple[dict[str, Any],
                                   f"{tc.early_stopping_patience} evaluations"
                     save(step, force=True, with_eval=True)
                     break
-            if stop_signal.received:
+            if _any_process(stop_signal.received):
                 stop_reason = "SIGTERM"
                 save(step, force=True, with_eval=evaluated)
                 log.warning("SIGTERM received: saved a checkpoint at step %d and stopped", step)
@@ -283,6 +283,14 @@ def run_training(config, workdir: str, task: TrainTask) -> tuple[dict[str, Any],
             json.dump(summary, f, indent=2, default=str)
     checkpointer.close()
     return summary, state
+
+
+def _any_process(flag: bool) -> bool:
+    """True on every host if it is True on any: hosts must agree before a collective save."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+    return bool(np.max(multihost_utils.process_allgather(np.int32(flag))))
 
 
 def _shapes(tree):

@@ -2,6 +2,7 @@
 import json
 from pathlib import Path
 
+import jax
 import transformers
 
 from codejax.config import load_config_file
@@ -46,3 +47,18 @@ def test_quickstart_tiny_end_to_end(tmp_path):
     model, params = load_hf(exported)
     assert model.cfg.vocab_size == figures["tokenizer"]["vocab_size"]
     assert transformers.AutoTokenizer.from_pretrained(exported).eos_token == "<|endoftext|>"
+
+
+def test_quickstart_fine_tunes_a_local_hf_model_instead_of_pretraining(tmp_path):
+    from codejax.models import init_params, save_hf, tiny_config
+    from codejax.tokenizer import train_code_tokenizer
+    tokenizer = train_code_tokenizer([f"def f{i}(x):\n    return x + {i}\n" for i in range(200)], vocab_size=300)
+    cfg = tiny_config("qwen2", vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id)
+    save_hf(tmp_path / "base", cfg, init_params(cfg, jax.random.PRNGKey(0)), tokenizer=tokenizer)
+
+    config = load_config_file(f"{ROOT / 'configs' / 'quickstart.py'}:tiny")
+    config.train.progress_bar = False
+    config.model.hf_path = str(tmp_path / "base")
+    figures = get_job("quickstart")(config, str(tmp_path / "run"))
+    assert "pretrain" not in figures and not (tmp_path / "run" / "pretrain").exists()
+    assert figures["sft"]["model"]["family"] == "qwen2" and figures["sft"]["steps"] == config.quickstart.sft_steps
