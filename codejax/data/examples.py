@@ -139,7 +139,7 @@ def split_eval(examples: TokenizedExamples, fraction: float,
     order. Both index arrays are returned in their original (file) order.
     """
     if not 0.0 < fraction < 1.0:
-        raise ValueError(f"eval_fraction must be in [0, 1), got {fraction}")
+        raise ValueError(f"eval_fraction must be in (0, 1) (0 means no split: leave it out), got {fraction}")
     n = len(examples)
     target = max(1, round(fraction * n))
     groups, group_of, group_sizes = np.unique(example_digests(examples, seed),
