@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from typing import Any, Literal, NamedTuple
 
 import jax
@@ -179,6 +180,10 @@ class Checkpointer:
             cleanup_tmp_directories=True,
             enable_async_checkpointing=async_save,
         )
+        # Orbax's tensorstore paths must be absolute; a relative --workdir is natural on the CLI.
+        directory = str(directory)
+        if "://" not in directory:
+            directory = os.path.abspath(directory)
         self._manager = _Manager(directory, options=options)
         self._unrestorable: list[int] = []  # steps restore_latest had to skip
 

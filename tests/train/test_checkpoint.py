@@ -240,3 +240,15 @@ def test_bad_options_are_rejected(tmp_path):
         Checkpointer(tmp_path, save_every=1, keep_best=1)
     with pytest.raises(ValueError, match="keep_latest"):
         Checkpointer(tmp_path, save_every=1, keep_latest=0)
+
+
+def test_relative_directory_works(tmp_path, monkeypatch):
+    """`--workdir runs/x` is relative; Orbax itself only accepts absolute paths."""
+    monkeypatch.chdir(tmp_path)
+    state = {"w": jnp.arange(4.0)}
+    with Checkpointer("runs/x/checkpoints", save_every=1, async_save=False) as ckpt:
+        assert ckpt.save(1, state, {"i": 1})
+    with Checkpointer("runs/x/checkpoints", save_every=1) as ckpt:
+        restored = ckpt.restore_latest(abstract_like(state))
+    assert restored.step == 1 and (tmp_path / "runs" / "x" / "checkpoints" / "1").is_dir()
+    np.testing.assert_array_equal(restored.state["w"], state["w"])

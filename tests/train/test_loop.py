@@ -116,8 +116,10 @@ def test_sigkill_then_restart_gives_identical_losses(sft_files, tmp_path):
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(sft_files, tmp_path):
     extra = {"train.steps": 400, "train.log_every": 1, "train.checkpoint_every": 4, "train.eval_every": 0}
-    proc = subprocess.Popen(_cli(sft_files, tmp_path, **extra), cwd=ROOT, stdout=subprocess.PIPE,
+    # A relative --workdir, as people type it (Orbax itself needs absolute paths).
+    proc = subprocess.Popen(_cli(sft_files, "run", **extra), cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+    tmp_path = tmp_path / "run"
     _wait_for_checkpoint(tmp_path, 4, proc)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
