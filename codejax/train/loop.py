@@ -137,7 +137,7 @@ def run_training(config, workdir: str, task: TrainTask) -> tuple[dict[str, Any],
     else:
         check_batch_split(par, config.data.batch_size, config.optim.grad_accum_steps)
         check_batch_split(par, config.data.eval_batch_size or config.data.batch_size, 1)
-        state_sh = par.state_shardings(optimizer, _shapes(task.params), task.param_axes)
+        state_sh = par.state_shardings(optimizer, abstract_like(task.params), task.param_axes)
         with par.context():  # created in place, never whole on one device
             state = jax.jit(lambda p: init_train_state(p, optimizer, config.seed),
                             out_shardings=state_sh, donate_argnums=0)(task.params)
@@ -291,10 +291,6 @@ def _any_process(flag: bool) -> bool:
         return flag
     from jax.experimental import multihost_utils
     return bool(np.max(multihost_utils.process_allgather(np.int32(flag))))
-
-
-def _shapes(tree):
-    return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
 
 
 def check_batch_split(par: Parallel, batch_size: int, grad_accum_steps: int) -> None:
