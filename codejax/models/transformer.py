@@ -15,6 +15,7 @@ Usage:
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -24,6 +25,8 @@ from jax.ad_checkpoint import checkpoint_name
 
 from codejax.models.config import ModelConfig
 from codejax.models.rope import apply_rope, rope_cos_sin
+from codejax.peft import nf4
+from codejax.peft.spec import PeftSpec
 
 # A window this large never excludes a key: it stands for "full attention" in
 # the per-layer window array, so scanned layers can mix windowed and full.
@@ -34,6 +37,8 @@ _ACTIVATIONS = {
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),
     "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
 }
+
+_ADAPTER_ACTIVATIONS = {"gelu": _ACTIVATIONS["gelu"], "relu": nn.relu, "silu": nn.silu, "tanh": jnp.tanh}
 
 _REMAT_POLICIES = {
     "full": jax.checkpoint_policies.nothing_saveable,
@@ -58,14 +63,34 @@ def attention_mask(segment_ids: jnp.ndarray, window: jnp.ndarray | int = NO_WIND
 
     Segment id 0 marks padding; padded queries attend only to padding, which
     keeps every row non-empty (the diagonal is always allowed) so softmax never
-    sees an all-masked row.
+    sees an all-masked row. A negative segment id marks shared positions (the
+    soft prompt of prompt tuning) that every non-padding query may see.
     """
     length = segment_ids.shape[-1]
     idx = jnp.arange(length)
     delta = idx[:, None] - idx[None, :]  # q_index - k_index
     allowed = (delta >= 0) & (delta < window)
     same_segment = segment_ids[:, :, None] == segment_ids[:, None, :]
-    return (allowed[None] & same_segment)[:, None]
+    shared = (segment_ids[:, None, :] < 0) & (segment_ids[:, :, None] != 0)
+    return (allowed[None] & (same_segment | shared))[:, None]
+
+
+def _adapter_variable(module: nn.Module, collection: str, name: str, init_fn):
+    """A PEFT variable's value, or None when the method is switched off.
+
+    The variable exists when the caller passes its collection to `apply` (or
+    lets it be created: `init`, or `apply(..., mutable=[collection])`, where
+    `init_fn()` runs and may read the base weights). Without the collection the
+    module computes the base model.
+    """
+    if not (module.has_variable(collection, name) or module.is_mutable_collection(collection)):
+        return None
+    return module.variable(collection, name, init_fn).value
+
+
+def _contract(x, w, n: int):
+    """Contract the last `n` dims of x with the first `n` dims of w."""
+    return jax.lax.dot_general(x, w, ((tuple(range(x.ndim - n, x.ndim)), tuple(range(n))), ((), ())))
 
 
 class RMSNorm(nn.Module):
@@ -116,6 +141,10 @@ class Projection(nn.Module):
     single module to hook and checkpoints see uniform `kernel` / `bias` leaves. (The
     kernel is created at its final shape: Flax's DenseGeneral creates it flat and
     reshapes, which breaks logical sharding constraints on the initialiser.)
+
+    With a `peft` spec a targeted projection adds LoRA (or DoRA) or (IA)3 from
+    its own collection; a QLoRA base stores the kernel as NF4 fields
+    (kernel_codes, kernel_absmax, ...) that are dequantised here into `dtype`.
     """
 
     features: tuple[int, ...]
@@ -124,31 +153,82 @@ class Projection(nn.Module):
     dtype: Any
     param_dtype: Any
     n_in: int = 1
+    peft: PeftSpec | None = None
 
     @nn.compact
     def __call__(self, x):
-        in_dims = x.shape[x.ndim - self.n_in:]
-        kernel = self.param("kernel", _init(_kernel_init(), *self.axes), (*in_dims, *self.features),
-                            self.param_dtype)
-        contract = (tuple(range(x.ndim - self.n_in, x.ndim)), tuple(range(self.n_in)))
-        y = jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype), (contract, ((), ())))
+        n_in = self.n_in
+        in_dims = x.shape[x.ndim - n_in:]
+        shape = (*in_dims, *self.features)
+        in_axes, out_axes = self.axes[:n_in], self.axes[n_in:]
+        if self.has_variable("params", "kernel_codes"):  # a QLoRA base: NF4 storage
+            kernel = nf4.dequantize({f: self.get_variable("params", f"kernel_{f}") for f in nf4.FIELDS},
+                                    shape, self.dtype)
+        else:
+            kernel = self.param("kernel", _init(_kernel_init(), *self.axes), shape, self.param_dtype)
+        spec, path = self.peft, tuple(self.scope.path)
+        x = x.astype(self.dtype)
+        ia3 = spec.ia3_mode(self.name, path) if spec else None
+        ia3_scale = ia3 and _adapter_variable(self, "ia3", "ia3_scale", lambda: _init(
+            nn.initializers.ones, *(in_axes if ia3 == "in" else out_axes))(
+                None, in_dims if ia3 == "in" else self.features, self.param_dtype))
+        if ia3 == "in" and ia3_scale is not None:
+            x = x * ia3_scale.astype(self.dtype)
+        y = _contract(x, kernel.astype(self.dtype), n_in)
+        if spec is not None and spec.targets(self.name, path):
+            y = self._lora(x, y, kernel, shape, in_axes, out_axes)
         if self.use_bias:
-            bias = self.param("bias", _init(nn.initializers.zeros, *self.axes[self.n_in:]), self.features,
+            bias = self.param("bias", _init(nn.initializers.zeros, *out_axes), self.features,
                               self.param_dtype)
             y = y + bias.astype(self.dtype)
+        if ia3 == "out" and ia3_scale is not None:
+            y = y * ia3_scale.astype(self.dtype)
         return y
+
+    def _lora(self, x, y, kernel, shape, in_axes, out_axes):
+        """y + scale * B(A(dropout(x))); DoRA rescales each output column to a learned magnitude."""
+        spec, n_in = self.peft, self.n_in
+        in_dims = shape[:n_in]
+        fan_in = math.prod(in_dims)
+
+        def init_a(rng, a_shape, dtype):  # kaiming-uniform(a=sqrt(5)), as torch Linear and HF PEFT
+            bound = 1.0 / math.sqrt(fan_in)
+            return jax.random.uniform(rng, a_shape, dtype, -bound, bound)
+
+        a = _adapter_variable(self, "lora", "lora_a", lambda: _init(init_a, *in_axes, "lora_rank")(
+            self.make_rng("params"), (*in_dims, spec.rank), self.param_dtype))
+        if a is None:  # adapters switched off
+            return y
+        b = _adapter_variable(self, "lora", "lora_b", lambda: _init(nn.initializers.zeros, "lora_rank", *out_axes)(
+            None, (spec.rank, *self.features), self.param_dtype))
+        if spec.dropout and self.has_rng("dropout"):
+            x = nn.Dropout(spec.dropout)(x, deterministic=False)
+        delta = _contract(_contract(x, a.astype(self.dtype), n_in), b.astype(self.dtype), 1) * spec.scale
+        if spec.method != "dora":
+            return y + delta
+
+        def column_norm(a, b):
+            w = kernel.astype(jnp.float32) + spec.scale * _contract(a.astype(jnp.float32), b.astype(jnp.float32), 1)
+            return jnp.sqrt(jnp.sum(jnp.square(w), axis=tuple(range(n_in))))
+
+        magnitude = _adapter_variable(self, "lora", "lora_magnitude", lambda: _init(
+            lambda *_: column_norm(a, b).astype(self.param_dtype), *out_axes)(None))
+        # The norm is treated as a constant in the backward pass (DoRA paper, section 4.3), as in HF PEFT.
+        rescale = magnitude.astype(jnp.float32) / jax.lax.stop_gradient(column_norm(a, b))
+        return (y + delta) * rescale.astype(self.dtype)
 
 
 class Attention(nn.Module):
     """Grouped-query self-attention with RoPE, optional q/k norm and sliding window."""
 
     cfg: ModelConfig
+    peft: PeftSpec | None = None
 
     @nn.compact
-    def __call__(self, x, cos, sin, segment_ids, window):
+    def __call__(self, x, cos, sin, segment_ids, window, prefix_kv=None):
         cfg = self.cfg
         def dense(features, axes, name):
-            return Projection(features, axes, cfg.qkv_bias, cfg.dtype, cfg.param_dtype, name=name)
+            return Projection(features, axes, cfg.qkv_bias, cfg.dtype, cfg.param_dtype, peft=self.peft, name=name)
 
         nh, nkv, hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         q = dense((nh, hd), ("embed", "heads", "head_dim"), "q_proj")(x)
@@ -161,23 +241,30 @@ class Attention(nn.Module):
         q = nn.with_logical_constraint(q, ("activation_batch", "activation_length", "activation_heads", None))
         k = nn.with_logical_constraint(k, ("activation_batch", "activation_length", "activation_kv_heads", None))
         mask = attention_mask(segment_ids, window)
+        if prefix_kv is not None:  # prefix tuning: learned keys/values every query may attend to
+            batch, num_prefix = x.shape[0], prefix_kv.shape[1]
+            k_pre, v_pre = (jnp.broadcast_to(p[None], (batch,) + p.shape).astype(k.dtype) for p in prefix_kv)
+            k, v = jnp.concatenate([k_pre, k], axis=1), jnp.concatenate([v_pre, v.astype(k.dtype)], axis=1)
+            mask = jnp.concatenate([jnp.ones(mask.shape[:3] + (num_prefix,), bool), mask], axis=-1)
         # dot_product_attention handles GQA (kv heads broadcast over query groups)
         # and does the softmax in float32.
         out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=cfg.attention_impl)
         return Projection((cfg.hidden_size,), ("heads", "head_dim", "embed"), cfg.o_bias, cfg.dtype,
-                          cfg.param_dtype, n_in=2, name="o_proj")(out)
+                          cfg.param_dtype, n_in=2, peft=self.peft, name="o_proj")(out)
 
 
 class MLP(nn.Module):
     """Gated (SwiGLU) MLP, or the plain two-layer GELU MLP of Starcoder2."""
 
     cfg: ModelConfig
+    peft: PeftSpec | None = None
 
     @nn.compact
     def __call__(self, x):
         cfg = self.cfg
         def dense(features, axes, name):
-            return Projection((features,), axes, cfg.mlp_bias, cfg.dtype, cfg.param_dtype, name=name)
+            return Projection((features,), axes, cfg.mlp_bias, cfg.dtype, cfg.param_dtype, peft=self.peft,
+                              name=name)
 
         act = _ACTIVATIONS[cfg.activation]
         mlp_axes = ("activation_batch", "activation_length", "activation_mlp")
@@ -190,20 +277,52 @@ class MLP(nn.Module):
         return dense(cfg.hidden_size, ("mlp", "embed"), "c_proj")(h)
 
 
+class BottleneckAdapter(nn.Module):
+    """Houlsby adapter on a sublayer's output: h + up(act(down(h))). `up` starts at zero (identity)."""
+
+    peft: PeftSpec
+    dtype: Any
+    param_dtype: Any
+
+    @nn.compact
+    def __call__(self, h):
+        size, hidden = self.peft.adapter_size, h.shape[-1]
+
+        def var(name, init, shape, axes):
+            return _adapter_variable(self, "adapter", name, lambda: _init(init, *axes)(
+                self.make_rng("params"), shape, self.param_dtype))
+
+        down = var("down_kernel", nn.initializers.normal(self.peft.init_std), (hidden, size), ("embed", "adapter"))
+        if down is None:  # switched off
+            return h
+        down_bias = var("down_bias", nn.initializers.zeros, (size,), ("adapter",))
+        up = var("up_kernel", nn.initializers.zeros, (size, hidden), ("adapter", "embed"))
+        up_bias = var("up_bias", nn.initializers.zeros, (hidden,), ("embed",))
+        act = _ADAPTER_ACTIVATIONS[self.peft.adapter_activation]
+        z = act(h @ down.astype(self.dtype) + down_bias.astype(self.dtype))
+        return h + z @ up.astype(self.dtype) + up_bias.astype(self.dtype)
+
+
 class DecoderLayer(nn.Module):
     """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
 
     cfg: ModelConfig
     scanned: bool = False  # under nn.scan the layer must return (carry, per-layer output)
+    peft: PeftSpec | None = None
 
     @nn.compact
-    def __call__(self, x, window, cos, sin, segment_ids):
+    def __call__(self, x, window, cos, sin, segment_ids, prefix_kv=None):
         cfg = self.cfg
         act_axes = ("activation_batch", "activation_length", "activation_embed")
         x = nn.with_logical_constraint(x, act_axes)
-        h = Attention(cfg, name="self_attn")(_norm(cfg, "input_layernorm")(x), cos, sin, segment_ids, window)
+        h = Attention(cfg, self.peft, name="self_attn")(_norm(cfg, "input_layernorm")(x), cos, sin, segment_ids,
+                                                        window, prefix_kv)
+        if self.peft is not None and self.peft.method == "adapter":
+            h = BottleneckAdapter(self.peft, cfg.dtype, cfg.param_dtype, name="attn_adapter")(h)
         x = x + checkpoint_name(h, "attn_out")
-        h = MLP(cfg, name="mlp")(_norm(cfg, "post_attention_layernorm")(x))
+        h = MLP(cfg, self.peft, name="mlp")(_norm(cfg, "post_attention_layernorm")(x))
+        if self.peft is not None and self.peft.method == "adapter":
+            h = BottleneckAdapter(self.peft, cfg.dtype, cfg.param_dtype, name="mlp_adapter")(h)
         x = x + checkpoint_name(h, "mlp_out")
         x = nn.with_logical_constraint(x, act_axes)
         return (x, None) if self.scanned else x
@@ -225,13 +344,17 @@ class Transformer(nn.Module):
     segment id per example and per-example positions; padding uses segment 0.
     With return_hidden=True the final-norm hidden states are returned instead
     (reward and value heads read them).
+
+    `peft` (a codejax.peft.PeftSpec) adds a parameter-efficient method whose
+    variables live in their own collection; see codejax/peft/spec.py.
     """
 
     cfg: ModelConfig
+    peft: PeftSpec | None = None
 
     @nn.compact
     def __call__(self, tokens, positions=None, segment_ids=None, *, return_hidden: bool = False):
-        cfg = self.cfg
+        cfg, spec = self.cfg, self.peft
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(tokens.shape[-1]), tokens.shape)
         if segment_ids is None:
@@ -239,29 +362,94 @@ class Transformer(nn.Module):
         embed = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
                          embedding_init=_init(_kernel_init(), "vocab", "embed"), name="embed_tokens")
         x = embed(tokens)
+        prompt = self._soft_prompt(embed) if spec is not None and spec.method == "prompt" else None
+        if prompt is not None:
+            x, positions, segment_ids = _prepend_prompt(prompt.astype(x.dtype), x, positions, segment_ids)
+        prefix_kv = self._prefix_kv() if spec is not None and spec.method == "prefix" else None
         cos, sin = rope_cos_sin(cfg, positions)
         windows = [NO_WINDOW if w is None else w for w in cfg.layer_windows()]
 
         if cfg.scan_layers:
             scanned = nn.scan(
                 _layer_cls(cfg), variable_axes={True: 0}, split_rngs={True: True},
-                in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), length=cfg.num_layers,
+                in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, 0), length=cfg.num_layers,
                 metadata_params={nn.PARTITION_NAME: "layers"})
-            x, _ = scanned(cfg, scanned=True, name="layers")(
-                x, jnp.asarray(windows, jnp.int32), cos, sin, segment_ids)
+            x, _ = scanned(cfg, scanned=True, peft=spec, name="layers")(
+                x, jnp.asarray(windows, jnp.int32), cos, sin, segment_ids, prefix_kv)
         else:
             layer = _layer_cls(cfg)
             for i, window in enumerate(windows):
-                x = layer(cfg, name=f"layers_{i}")(x, window, cos, sin, segment_ids)
+                x = layer(cfg, peft=spec, name=f"layers_{i}")(
+                    x, window, cos, sin, segment_ids, None if prefix_kv is None else prefix_kv[i])
 
         x = _norm(cfg, "norm")(x)
+        if prompt is not None:  # outputs only for the real tokens
+            x = x[:, prompt.shape[0]:]
         if return_hidden:
             return x
         if cfg.tie_embeddings:
             logits = embed.attend(x)
         else:
             logits = Projection((cfg.vocab_size,), ("embed", "vocab"), False, cfg.dtype, cfg.param_dtype,
-                                name="lm_head")(x)
+                                peft=spec, name="lm_head")(x)
         logits = nn.with_logical_constraint(
             logits, ("activation_batch", "activation_length", "activation_vocab"))
         return logits.astype(jnp.float32)
+
+    def _soft_prompt(self, embed: nn.Embed):
+        """Prompt tuning's [P, embed] soft prompt, or None when switched off."""
+        spec = self.peft
+        n = spec.num_virtual_tokens
+
+        def init():
+            if spec.prompt_init == "random":
+                return jax.random.normal(self.make_rng("params"), (n, self.cfg.hidden_size)) * spec.init_std
+            if spec.prompt_init == "vocab":  # rows of the (loaded) embedding table
+                ids = jax.random.randint(self.make_rng("params"), (n,), 0, self.cfg.vocab_size)
+            else:  # text: its token ids, repeated to fill the prompt (as HF PEFT does)
+                ids = jnp.asarray((list(spec.prompt_init_ids) * n)[:n])
+            return embed.embedding[ids]
+
+        return _adapter_variable(self, "prompt", "embedding", lambda: _init(
+            lambda *_: init().astype(self.cfg.param_dtype), "virtual_tokens", "embed")(None))
+
+    def _prefix_kv(self):
+        """Prefix tuning's per-layer keys and values [layers, 2, P, kv_heads, head_dim], or None.
+
+        Directly learned, or (prefix_projection) computed from a [P, embed]
+        embedding by a tanh MLP, the reparameterisation of Li & Liang (2021).
+        The prefixes are used as they are, without RoPE: a learned key can take
+        any rotation, and the real tokens keep their positions.
+        """
+        cfg, spec = self.cfg, self.peft
+        n = spec.num_virtual_tokens
+        kv_shape = (cfg.num_layers, 2, n, cfg.num_kv_heads, cfg.head_dim)
+        kv_axes = ("layers", None, "virtual_tokens", "kv_heads", "head_dim")
+
+        def var(name, init, shape, axes):
+            return _adapter_variable(self, "prefix", name, lambda: _init(init, *axes)(
+                self.make_rng("params"), shape, cfg.param_dtype))
+
+        if not spec.prefix_projection:
+            return var("prefix_kv", nn.initializers.normal(spec.init_std), kv_shape, kv_axes)
+        emb = var("embedding", nn.initializers.normal(spec.init_std), (n, cfg.hidden_size),
+                  ("virtual_tokens", "embed"))
+        if emb is None:
+            return None
+        hidden, out = spec.prefix_hidden_size, math.prod(kv_shape) // n
+        w1 = var("proj_in_kernel", nn.initializers.lecun_normal(), (cfg.hidden_size, hidden), ("embed", "mlp"))
+        b1 = var("proj_in_bias", nn.initializers.zeros, (hidden,), ("mlp",))
+        w2 = var("proj_out_kernel", nn.initializers.lecun_normal(), (hidden, out), ("mlp", None))
+        b2 = var("proj_out_bias", nn.initializers.zeros, (out,), (None,))
+        h = jnp.tanh(emb.astype(jnp.float32) @ w1 + b1) @ w2 + b2  # [P, layers*2*kv*hd]
+        return jnp.moveaxis(h.reshape((n,) + kv_shape[:2] + kv_shape[3:]), 0, 2)
+
+
+def _prepend_prompt(prompt, x, positions, segment_ids):
+    """Put the soft prompt before every row: positions shift by P; segment -1 is visible to all."""
+    batch, n = x.shape[0], prompt.shape[0]
+    x = jnp.concatenate([jnp.broadcast_to(prompt[None], (batch,) + prompt.shape), x], axis=1)
+    prompt_pos = jnp.broadcast_to(jnp.arange(n, dtype=positions.dtype), (batch, n))
+    positions = jnp.concatenate([prompt_pos, positions + n], axis=1)
+    segment_ids = jnp.concatenate([jnp.full((batch, n), -1, segment_ids.dtype), segment_ids], axis=1)
+    return x, positions, segment_ids
