@@ -79,6 +79,25 @@ def base_config() -> ml_collections.ConfigDict:
         export_hf=False,  # write WORKDIR/hf_model (HF format, with the tokenizer) at the end
     ))
 
+    # Parameter-efficient fine-tuning (see codejax/peft): trains only the method's variables on a
+    # frozen base; checkpoints hold the adapter only.
+    c.peft = ml_collections.ConfigDict(dict(
+        method="none",  # none | lora | qlora | dora | prefix | prompt | adapter | ia3
+        rank=8, alpha=16.0, rslora=False, dropout=0.0,  # LoRA / QLoRA / DoRA
+        # Comma-separated module names (q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,
+        # c_fc,c_proj,lm_head), 'all-linear', or 're:<regex>' on the dotted path (layers.self_attn.q_proj).
+        target_modules="q_proj,v_proj",
+        num_virtual_tokens=20,  # prefix / prompt tuning
+        prefix_projection=False, prefix_hidden_size=512,
+        prompt_init="random",  # random | vocab | text
+        prompt_init_text="",
+        init_std=0.02,
+        adapter_size=64, adapter_activation="gelu",  # bottleneck adapters
+        ia3_target_modules="k_proj,v_proj,down_proj,c_proj", ia3_feedforward_modules="down_proj,c_proj",
+        adapter_path="",  # start from this HF PEFT adapter directory (its adapter_config.json sets the method)
+        export_adapter=True,  # write WORKDIR/adapter in the HF PEFT format (lora, qlora, dora, ia3, prompt)
+    ))
+
     # Sharding: mesh ('data', 'fsdp', 'tensor') sizes (-1 = the rest of the devices), a
     # preset strategy (dp | fsdp | tp | fsdp_tp | zero1) and logical-rule overrides that
     # take precedence over the preset: "mlp=tensor,embed=data+fsdp,heads=none".

@@ -18,6 +18,7 @@ from codejax.models import (ModelConfig, Transformer, abstract_params, count_lea
                             flops_per_token, init_params, load_hf_params, logical_axes, preset_config,
                             read_hf_config, save_hf)
 from codejax.parallel import Parallel, check_divisible, parallel_from_config
+from codejax.peft.training import export_peft, prepare_peft, resolve_spec
 from codejax.models.config import tiny_config
 from codejax.train.loop import TrainTask, run_training
 from codejax.train.step import lm_loss_fn
@@ -96,21 +97,35 @@ def train_lm(config, workdir: str) -> dict:
     tokenizer = load_tokenizer(config)
     par = parallel_from_config(config.parallel)
     cfg = model_config(config, tokenizer)
-    model, params = Transformer(cfg), build_params(config, cfg, par)
+    spec, loaded_adapters = resolve_spec(config, cfg, tokenizer)  # fails fast on a bad PEFT config
+    params = build_params(config, cfg, par)
+    n_params = count_leaves(params)  # before QLoRA's quantisation consumes the dense base
     data = build_data(config, tokenizer)
     log.info("data: %s", data.stats)
+    peft = None
+    if spec.method == "none":  # full fine-tuning: every weight trains
+        model, trainable, trainable_axes, frozen, frozen_axes = (
+            Transformer(cfg), {"params": params}, {"params": logical_axes(cfg)}, None, None)
+    else:  # the base is frozen; only the adapter trains and is checkpointed
+        peft = prepare_peft(config, spec, cfg, params, logical_axes(cfg), par, loaded_adapters)
+        model, trainable, trainable_axes, frozen, frozen_axes = (
+            peft.model, peft.trainable, peft.trainable_axes, peft.frozen, peft.frozen_axes)
     task = TrainTask(
-        loss_fn=lm_loss_fn(model), params=params, train_iter=iter(data.train),
+        loss_fn=lm_loss_fn(model), params=trainable, train_iter=iter(data.train),
         make_eval_iter=data.eval, data_stats=dict(data.stats),
         flops_per_token=flops_per_token(model.cfg, config.data.seq_len, causal=True),
-        parallel=par, param_axes=logical_axes(cfg))
+        parallel=par, param_axes=trainable_axes, frozen=frozen, frozen_axes=frozen_axes)
     summary, state = run_training(config, workdir, task)
-    summary["model"] = {"family": model.cfg.family, "params": count_leaves(params)}
+    summary["model"] = {"family": model.cfg.family, "params": n_params}
+    if peft is not None:
+        summary["peft"] = peft.stats
     finished = summary["stop_reason"] != "SIGTERM"  # never spend a preemption's grace period exporting
-    if config.train.export_hf and finished and jax.process_index() == 0:
-        export_dir = os.path.join(workdir, "hf_model")
-        save_hf(export_dir, model.cfg, state["params"], tokenizer=tokenizer)
-        summary["hf_model"] = export_dir
+    if finished and jax.process_index() == 0:
+        if peft is not None:
+            summary.update(export_peft(config, peft, state["params"], workdir, tokenizer))
+        elif config.train.export_hf:
+            summary["hf_model"] = os.path.join(workdir, "hf_model")
+            save_hf(summary["hf_model"], model.cfg, state["params"]["params"], tokenizer=tokenizer)
     return summary
 
 

@@ -18,6 +18,7 @@ loss sequence is the one an uninterrupted run produces.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -62,7 +63,7 @@ class TrainTask:
     """What a job hands the loop."""
 
     loss_fn: LossFn
-    params: Any
+    params: Any  # the trainable variables, e.g. {"params": weights} or {"lora": adapters}
     train_iter: Iterator[dict]  # with get_state() / set_state()
     make_eval_iter: Callable[[], Iterator[dict]] | None
     flops_per_token: float = 0.0  # model FLOPs per trained token, for MFU
@@ -70,6 +71,10 @@ class TrainTask:
     # With a Parallel and the params' logical axes, state and batches are sharded over its mesh.
     parallel: Parallel | None = None
     param_axes: Any = None
+    # Variables the loss reads but training leaves alone (a PEFT base): no gradients,
+    # no optimizer state, not checkpointed. Already placed in their shardings.
+    frozen: Any = None
+    frozen_axes: Any = None
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -142,6 +147,8 @@ def run_training(config, workdir: str, task: TrainTask) -> tuple[dict[str, Any],
             state = jax.jit(lambda p: init_train_state(p, optimizer, config.seed),
                             out_shardings=state_sh, donate_argnums=0)(task.params)
     place = par.shard_batch if par is not None else (lambda b: b)
+    frozen = task.frozen or {}
+    frozen_sh = par.param_shardings(task.frozen_axes) if par is not None and frozen else None
     checkpointer = Checkpointer(
         os.path.join(workdir, "checkpoints"), save_every=tc.checkpoint_every or tc.steps,
         keep_latest=tc.keep_checkpoints, keep_best=tc.keep_best, best_metric=tc.best_metric,
@@ -170,9 +177,10 @@ def run_training(config, workdir: str, task: TrainTask) -> tuple[dict[str, Any],
     writer = MetricsWriter(workdir, resume_step=start_step if restored else None) if is_main else None
 
     train_step = make_train_step(task.loss_fn, optimizer, schedule, config.optim.grad_accum_steps,
-                                 parallel=par, state_shardings=state_sh)
-    eval_step = make_eval_step(task.loss_fn, parallel=par,
-                               param_shardings=state_sh["params"] if state_sh else None)
+                                 parallel=par, state_shardings=state_sh, frozen_shardings=frozen_sh)
+    eval_step = functools.partial(make_eval_step(task.loss_fn, parallel=par, frozen_shardings=frozen_sh,
+                                                 param_shardings=state_sh["params"] if state_sh else None),
+                                  frozen=frozen)
     make_eval_iter = task.make_eval_iter and (lambda: map(place, task.make_eval_iter()))
     peak = peak_flops_per_device(tc.peak_flops_per_device)
     stop_reason = "completed"
@@ -218,7 +226,7 @@ def run_training(config, workdir: str, task: TrainTask) -> tuple[dict[str, Any],
                 stop_reason = f"data exhausted after {step} steps"
                 log.warning("the training data ran out at step %d of %d", step, tc.steps)
                 break
-            state, metrics = train_step(state, place(batch))
+            state, metrics = train_step(state, place(batch), frozen)
             step += 1
             n_tokens = int(np.sum(batch["segment_ids"] > 0))
             tokens_seen += n_tokens

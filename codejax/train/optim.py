@@ -6,7 +6,9 @@ import optax
 
 # Leaves named like this are norm scales and biases: decaying them towards zero
 # only fights the normalisation, so they are excluded (as in GPT-2/HF practice).
-_NO_DECAY_LEAVES = ("scale", "bias")
+# PEFT's multiplicative scales ((IA)3, DoRA magnitudes) start at their identity,
+# not at zero, so decaying them towards zero would be wrong too.
+_NO_DECAY_LEAVES = ("scale", "bias", "ia3_scale", "lora_magnitude")
 
 
 def learning_rate_schedule(lr: float, total_steps: int, warmup_steps: int = 0,
@@ -32,7 +34,8 @@ def learning_rate_schedule(lr: float, total_steps: int, warmup_steps: int = 0,
 def decay_mask(params):
     """True for leaves that get weight decay: everything but norm scales and biases."""
     def keep(path, _):
-        return getattr(path[-1], "key", None) not in _NO_DECAY_LEAVES
+        name = str(getattr(path[-1], "key", ""))
+        return name not in _NO_DECAY_LEAVES and not name.endswith("_bias")
     return jax.tree_util.tree_map_with_path(keep, params)
 
 

@@ -1,8 +1,14 @@
-"""Train and eval steps: pure functions `(state, batch) -> (state, metrics)`, jitted with donation.
+"""Train and eval steps: pure functions `(state, batch, frozen) -> (state, metrics)`, jitted with donation.
 
-A loss function has the signature `loss_fn(params, batch, rng) -> (loss_sum, weight_sum)`:
+A loss function has the signature `loss_fn(variables, batch, rng) -> (loss_sum, weight_sum)`:
 a weighted sum over tokens (or examples) and the sum of weights. Every job (LM,
 DPO, reward, ...) supplies one; the step, accumulation and optimizer are shared.
+
+`variables` is a Flax variables dict. The trainable collections live in
+state["params"] (full fine-tuning: {"params": weights}; LoRA: {"lora": ...});
+the frozen ones ({} or, with PEFT, {"params": base}) are a separate argument:
+no gradients, no optimizer state, not checkpointed. `rng` is None when the
+loss must be deterministic (evaluation): no dropout.
 """
 from __future__ import annotations
 
@@ -16,7 +22,12 @@ import optax
 from codejax.losses import token_cross_entropy
 
 TrainState = dict[str, Any]  # {"step", "params", "opt_state", "rng"}
-LossFn = Callable[[Any, dict, jax.Array], tuple[jax.Array, jax.Array]]
+LossFn = Callable[[Any, dict, jax.Array | None], tuple[jax.Array, jax.Array]]
+
+
+def combine(trainable: dict, frozen: dict | None) -> dict:
+    """One variables dict from the trainable and frozen collections."""
+    return {**frozen, **trainable} if frozen else trainable
 
 
 def init_train_state(params, optimizer: optax.GradientTransformation, seed: int) -> TrainState:
@@ -36,14 +47,16 @@ def _split_micro_batches(batch: dict, num: int) -> dict:
     return jax.tree_util.tree_map(split, batch)
 
 
-def accumulated_grads(loss_fn: LossFn, params, batch: dict, rng: jax.Array, grad_accum_steps: int):
+def accumulated_grads(loss_fn: LossFn, params, batch: dict, rng: jax.Array, grad_accum_steps: int,
+                      frozen: dict | None = None):
     """Gradient of sum(loss)/sum(weights) over the whole batch, in `grad_accum_steps` pieces.
 
     Each micro-batch contributes the gradient of its loss *sum*; dividing the
     total by the total weight afterwards gives exactly the large-batch
     gradient of the per-token mean, whatever the token counts per piece.
+    Gradients are taken with respect to `params` only, never `frozen`.
     """
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    grad_fn = jax.value_and_grad(lambda p, b, r: loss_fn(combine(p, frozen), b, r), has_aux=True)
     if grad_accum_steps == 1:
         (loss_sum, weight_sum), grads = grad_fn(params, batch, rng)
     else:
@@ -78,18 +91,20 @@ def _jit(fn, parallel, in_shardings, out_shardings, donate: bool):
 
 
 def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, schedule: optax.Schedule,
-                    grad_accum_steps: int = 1, jit: bool = True, parallel=None, state_shardings=None):
-    """Build `train_step(state, batch) -> (state, metrics)`; the state buffers are donated.
+                    grad_accum_steps: int = 1, jit: bool = True, parallel=None, state_shardings=None,
+                    frozen_shardings=None):
+    """Build `train_step(state, batch, frozen) -> (state, metrics)`; the state buffers are donated.
 
+    `frozen` holds the variables that are not trained ({} for full fine-tuning).
     With `parallel` and `state_shardings` the step is compiled for the mesh:
     state in and out in its shardings, the batch split over data x fsdp,
-    metrics replicated.
+    frozen variables in `frozen_shardings`, metrics replicated.
     """
 
-    def train_step(state: TrainState, batch: dict):
+    def train_step(state: TrainState, batch: dict, frozen: dict):
         rng, step_rng = jax.random.split(state["rng"])
         loss, weight_sum, grads = accumulated_grads(loss_fn, state["params"], batch, step_rng,
-                                                    grad_accum_steps)
+                                                    grad_accum_steps, frozen)
         updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
@@ -98,33 +113,44 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, sc
         return new_state, metrics
 
     if not jit:
-        return train_step
+        return _frozen_optional(train_step)
     if parallel is None:
-        return _jit(train_step, None, None, None, donate=True)
-    return _jit(train_step, parallel, (state_shardings, parallel.batch_sharding),
-                (state_shardings, parallel.replicated), donate=True)
+        return _frozen_optional(_jit(train_step, None, None, None, donate=True))
+    return _frozen_optional(_jit(train_step, parallel, (state_shardings, parallel.batch_sharding, frozen_shardings),
+                                 (state_shardings, parallel.replicated), donate=True))
 
 
-def make_eval_step(loss_fn: LossFn, jit: bool = True, parallel=None, param_shardings=None):
-    """Build `eval_step(params, batch) -> (loss_sum, weight_sum)` (no randomness)."""
+def _frozen_optional(step):
+    """Let callers without frozen variables (full fine-tuning) omit the argument."""
+    def call(first, batch, frozen=None):
+        return step(first, batch, {} if frozen is None else frozen)
+    return call
 
-    def eval_step(params, batch):
-        return loss_fn(params, batch, jax.random.PRNGKey(0))
+
+def make_eval_step(loss_fn: LossFn, jit: bool = True, parallel=None, param_shardings=None,
+                   frozen_shardings=None):
+    """Build `eval_step(params, batch, frozen) -> (loss_sum, weight_sum)` (deterministic: rng None)."""
+
+    def eval_step(params, batch, frozen):
+        return loss_fn(combine(params, frozen), batch, None)
 
     if not jit:
-        return eval_step
+        return _frozen_optional(eval_step)
     if parallel is None:
-        return _jit(eval_step, None, None, None, donate=False)
-    return _jit(eval_step, parallel, (param_shardings, parallel.batch_sharding), parallel.replicated,
-                donate=False)
+        return _frozen_optional(_jit(eval_step, None, None, None, donate=False))
+    return _frozen_optional(_jit(eval_step, parallel, (param_shardings, parallel.batch_sharding, frozen_shardings),
+                                 parallel.replicated, donate=False))
 
 
 def lm_loss_fn(model) -> LossFn:
-    """Next-token loss of a codejax.models.Transformer on a packed batch."""
+    """Next-token loss of a codejax.models.Transformer on a packed batch.
 
-    def loss_fn(params, batch, rng):
-        del rng  # the LM has no dropout
-        logits = model.apply({"params": params}, batch["inputs"], batch["positions"], batch["segment_ids"])
+    The rng drives dropout where the model has any (LoRA dropout); rng None means none.
+    """
+
+    def loss_fn(variables, batch, rng):
+        rngs = {} if rng is None else {"dropout": rng}
+        logits = model.apply(variables, batch["inputs"], batch["positions"], batch["segment_ids"], rngs=rngs)
         return token_cross_entropy(logits, batch["targets"], batch["weights"])
 
     return loss_fn

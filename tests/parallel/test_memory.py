@@ -17,7 +17,7 @@ def _xla_temp_bytes(cfg):
     batch = {k: jax.ShapeDtypeStruct((ROWS, SEQ), jnp.int32) for k in ("inputs", "targets", "segment_ids",
                                                                        "positions")}
     batch["weights"] = jax.ShapeDtypeStruct((ROWS, SEQ), jnp.float32)
-    grads = jax.jit(lambda p, b: accumulated_grads(lm_loss_fn(model), p, b, jax.random.PRNGKey(0), 1))
+    grads = jax.jit(lambda p, b: accumulated_grads(lm_loss_fn(model), {"params": p}, b, jax.random.PRNGKey(0), 1))
     return grads.lower(abstract_params(cfg), batch).compile().memory_analysis().temp_size_in_bytes
 
 

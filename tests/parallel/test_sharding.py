@@ -43,11 +43,11 @@ def _run(par, steps=3, accum=1):
     """Train CFG for `steps` steps, sharded over `par` (or on one device when None)."""
     model = Transformer(CFG)
     optimizer, schedule = _optimizer()
-    params = init_params(CFG, jax.random.PRNGKey(0))
+    params = {"params": init_params(CFG, jax.random.PRNGKey(0))}
     if par is None:
         state, shardings = init_train_state(params, optimizer, 0), None
     else:
-        shardings = par.state_shardings(optimizer, abstract_params(CFG), logical_axes(CFG))
+        shardings = par.state_shardings(optimizer, {"params": abstract_params(CFG)}, {"params": logical_axes(CFG)})
         with par.context():
             state = jax.jit(lambda p: init_train_state(p, optimizer, 0), out_shardings=shardings)(params)
     step = make_train_step(lm_loss_fn(model), optimizer, schedule, accum, parallel=par, state_shardings=shardings)
@@ -95,8 +95,8 @@ def test_every_param_sharding_follows_its_logical_rule(preset):
 def test_zero1_replicates_params_and_splits_optimizer_state():
     par = Parallel.create(make_mesh(8, 1, 1), "zero1")
     optimizer, _ = _optimizer()
-    shardings = par.state_shardings(optimizer, abstract_params(CFG), logical_axes(CFG))
-    q_param = shardings["params"]["layers"]["self_attn"]["q_proj"]["kernel"]
+    shardings = par.state_shardings(optimizer, {"params": abstract_params(CFG)}, {"params": logical_axes(CFG)})
+    q_param = shardings["params"]["params"]["layers"]["self_attn"]["q_proj"]["kernel"]
     assert all(axis is None for axis in q_param.spec)
     moments = [s for s in jax.tree_util.tree_leaves(shardings["opt_state"], is_leaf=lambda x: isinstance(
         x, NamedSharding)) if any(a is not None for a in s.spec)]
@@ -109,7 +109,7 @@ def test_restore_onto_a_different_mesh_and_continue(tmp_path):
     loss_fn = lm_loss_fn(model)
 
     def setup(par):
-        shardings = par.state_shardings(optimizer, abstract_params(CFG), logical_axes(CFG))
+        shardings = par.state_shardings(optimizer, {"params": abstract_params(CFG)}, {"params": logical_axes(CFG)})
         step = make_train_step(loss_fn, optimizer, schedule, parallel=par, state_shardings=shardings)
         return shardings, step
 
@@ -117,7 +117,7 @@ def test_restore_onto_a_different_mesh_and_continue(tmp_path):
     sh8, step8 = setup(fsdp8)
     with fsdp8.context():
         state = jax.jit(lambda p: init_train_state(p, optimizer, 0), out_shardings=sh8)(
-            init_params(CFG, jax.random.PRNGKey(0)))
+            {"params": init_params(CFG, jax.random.PRNGKey(0))})
     for i in range(2):
         state, _ = step8(state, fsdp8.shard_batch(_batch(i)))
     with Checkpointer(tmp_path, save_every=1, async_save=False) as ckpt:

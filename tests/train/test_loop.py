@@ -157,7 +157,7 @@ class _PoisonedBatches:
 def _tiny_task(train_iter, make_eval_iter=None):
     cfg = tiny_config("llama")
     model = Transformer(cfg)
-    return TrainTask(loss_fn=lm_loss_fn(model), params=init_params(cfg, jnp.zeros(2, jnp.uint32)),
+    return TrainTask(loss_fn=lm_loss_fn(model), params={"params": init_params(cfg, jnp.zeros(2, jnp.uint32))},
                      train_iter=train_iter, make_eval_iter=make_eval_iter)
 
 

@@ -58,7 +58,7 @@ def test_gradient_accumulation_equals_large_batch():
     results = {}
     for accum in (1, 4):
         step = make_train_step(lm_loss_fn(model), optimizer, schedule, grad_accum_steps=accum)
-        state = init_train_state(jax.tree_util.tree_map(jnp.copy, params), optimizer, seed=0)
+        state = init_train_state({"params": jax.tree_util.tree_map(jnp.copy, params)}, optimizer, seed=0)
         for _ in range(2):
             state, metrics = step(state, batch)
         results[accum] = (state, metrics)
@@ -73,8 +73,8 @@ def test_gradient_accumulation_equals_large_batch():
     assert int(s4["step"]) == 2
     # The gradients themselves agree to float32 precision.
     loss_fn, rng = lm_loss_fn(model), jax.random.PRNGKey(0)
-    _, _, g1 = accumulated_grads(loss_fn, params, batch, rng, 1)
-    _, _, g4 = accumulated_grads(loss_fn, params, batch, rng, 4)
+    _, _, g1 = accumulated_grads(loss_fn, {"params": params}, batch, rng, 1)
+    _, _, g4 = accumulated_grads(loss_fn, {"params": params}, batch, rng, 4)
     for a, b in zip(jax.tree_util.tree_leaves(g4), jax.tree_util.tree_leaves(g1)):
         np.testing.assert_allclose(a, b, atol=1e-7, rtol=1e-4)
 
@@ -86,11 +86,11 @@ def test_mean_of_means_would_differ():
     params = init_params(cfg, jax.random.PRNGKey(0))
     batch = _batch(np.random.default_rng(0))
     eval_step = make_eval_step(lm_loss_fn(model))
-    loss_sum, count = eval_step(params, batch)
+    loss_sum, count = eval_step({"params": params}, batch)
     means = []
     for i in range(4):
         mb = {k: v[2 * i: 2 * i + 2] for k, v in batch.items()}
-        s, c = eval_step(params, mb)
+        s, c = eval_step({"params": params}, mb)
         means.append(float(s) / float(c))
     assert abs(np.mean(means) - float(loss_sum) / float(count)) > 1e-4
 
@@ -100,7 +100,7 @@ def test_training_reduces_loss_on_a_repeated_batch():
     model = Transformer(cfg)
     optimizer, schedule = make_optimizer(_optim_cfg(lr=3e-3, warmup_steps=0), total_steps=30)
     step = make_train_step(lm_loss_fn(model), optimizer, schedule)
-    state = init_train_state(init_params(cfg, jax.random.PRNGKey(1)), optimizer, seed=0)
+    state = init_train_state({"params": init_params(cfg, jax.random.PRNGKey(1))}, optimizer, seed=0)
     batch = _batch(np.random.default_rng(1))
     losses = []
     for _ in range(30):

@@ -1,0 +1,100 @@
+"""Set up a PEFT run: the frozen base, the trainable adapters, their shardings, and the exports.
+
+Jobs call `prepare_peft` after building the base params; what comes back plugs
+into `TrainTask` (params / param_axes = adapters, frozen / frozen_axes = base).
+DPO, PPO and GRPO use the same set-up, and get the reference model for free:
+the same `model` applied without the adapter collection.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Any
+
+import jax
+
+from codejax.models import Transformer, save_hf
+from codejax.models.config import ModelConfig
+from codejax.parallel import Parallel
+from codejax.peft.api import (MERGEABLE, adapter_axes, count_params, init_adapters, merge, quantize_base,
+                              quantized_axes)
+from codejax.peft.hf_peft import load_hf_adapter, save_hf_adapter
+from codejax.peft.spec import PeftSpec, spec_from_config
+
+log = logging.getLogger(__name__)
+
+HF_EXPORTABLE = ("lora", "qlora", "dora", "ia3", "prompt")  # methods HF PEFT has a format for
+
+
+@dataclasses.dataclass
+class PeftSetup:
+    model: Transformer
+    trainable: dict  # {collection: adapters}
+    trainable_axes: dict
+    frozen: dict  # {"params": base} (NF4 fields for QLoRA)
+    frozen_axes: dict
+    stats: dict  # trainable / total parameter counts
+
+
+def resolve_spec(config, cfg: ModelConfig, tokenizer=None) -> tuple[PeftSpec, dict | None]:
+    """The PeftSpec from config.peft; with peft.adapter_path, the spec and adapters stored there.
+
+    Checked before any training, so a bad combination fails in seconds.
+    """
+    spec, adapters = spec_from_config(config.peft, tokenizer), None
+    if config.peft.adapter_path:
+        loaded, adapters = load_hf_adapter(config.peft.adapter_path, cfg)
+        if spec.method == "qlora" and loaded.method == "lora":  # QLoRA is LoRA on an NF4 base
+            loaded = dataclasses.replace(loaded, method="qlora")
+        elif spec.method not in ("none", loaded.method):
+            raise ValueError(f"peft.method={spec.method!r} but {config.peft.adapter_path} holds a "
+                             f"{loaded.method!r} adapter")
+        spec = loaded
+    if config.train.export_hf and spec.method not in MERGEABLE:
+        raise ValueError(f"train.export_hf writes a merged model, and peft.method={spec.method!r} cannot be "
+                         f"merged ({MERGEABLE} can); use peft.export_adapter instead")
+    return spec, adapters
+
+
+def prepare_peft(config, spec: PeftSpec, cfg: ModelConfig, base: Any, base_axes: Any, par: Parallel,
+                 adapters: dict | None = None) -> PeftSetup:
+    """Quantise the base for QLoRA, then create the adapters (or place the given ones) in their shardings."""
+    model = Transformer(cfg, peft=spec)
+    total_base = count_params(base)
+    if spec.method == "qlora":
+        base_axes = quantized_axes(base_axes)
+        with par.context():
+            base = jax.jit(quantize_base, out_shardings=par.param_shardings(base_axes), donate_argnums=0)(base)
+    axes = adapter_axes(model, base)
+    shardings = par.param_shardings(axes)
+    if adapters is not None:
+        adapters = jax.device_put(adapters, shardings)
+    else:
+        rng = jax.random.PRNGKey(config.seed + 1)
+        with par.context():
+            adapters = jax.jit(lambda b: init_adapters(model, b, rng), out_shardings=shardings)(base)
+    trainable = count_params(adapters)
+    stats = {"method": spec.method, "trainable_params": trainable, "base_params": total_base,
+             "trainable_percent": 100.0 * trainable / (total_base + trainable)}
+    log.info("peft %s: trainable params %s || base params %s || trainable %.4f%%", spec.method,
+             f"{trainable:,}", f"{total_base:,}", stats["trainable_percent"])
+    return PeftSetup(model, adapters, axes, {"params": base}, {"params": base_axes}, stats)
+
+
+def export_peft(config, setup: PeftSetup, adapters: dict, workdir: str, tokenizer=None) -> dict[str, str]:
+    """Write WORKDIR/adapter (HF PEFT format) and, with train.export_hf, the merged WORKDIR/hf_model."""
+    out = {}
+    spec = setup.model.peft
+    if config.peft.export_adapter and spec.method in HF_EXPORTABLE:
+        out["adapter"] = os.path.join(workdir, "adapter")
+        save_hf_adapter(out["adapter"], setup.model, adapters,
+                        base_model_name_or_path=config.model.hf_path or None)
+    elif config.peft.export_adapter:
+        log.info("peft.method=%s has no HF PEFT format; the adapter stays in the Orbax checkpoints",
+                 spec.method)
+    if config.train.export_hf:
+        out["hf_model"] = os.path.join(workdir, "hf_model")
+        merged = merge(setup.model, {**setup.frozen, **adapters})
+        save_hf(out["hf_model"], setup.model.cfg, merged, tokenizer=tokenizer)
+    return out
