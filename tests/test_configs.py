@@ -1,4 +1,5 @@
 """Every config file builds, its variants build, and misspelled fields are errors that name them."""
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,12 @@ CONFIG_FILES = sorted((ROOT / "configs").glob("*.py"))
 
 
 def _variants(path: Path) -> list[str]:
-    """Variants are listed in each file's `unknown_variant(__file__, arg, [...])` call."""
+    """A file's VARIANTS list, or the literal list in its `unknown_variant(__file__, arg, [...])` call."""
+    spec = importlib.util.spec_from_file_location(f"_variants_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if hasattr(module, "VARIANTS"):
+        return list(module.VARIANTS)
     text = path.read_text()
     start = text.index("unknown_variant(__file__, arg, ") + len("unknown_variant(__file__, arg, ")
     return eval(text[start:text.index(")", start)])  # noqa: S307 - a literal list in our own file
