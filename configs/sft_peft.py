@@ -14,7 +14,7 @@ from codejax.config import base_config, make_tiny, unknown_variant
 
 # Learning rates that work for each method (prompt-like methods want far larger steps than LoRA).
 LR = {"lora": 2e-4, "qlora": 2e-4, "dora": 2e-4, "prefix": 1e-2, "prompt": 3e-2, "adapter": 1e-3, "ia3": 3e-3}
-TINY_LR = {"lora": 3e-3, "qlora": 3e-3, "dora": 3e-3, "prefix": 1e-2, "prompt": 3e-2, "adapter": 3e-3, "ia3": 1e-2}
+TINY_LR = {"lora": 1e-2, "qlora": 1e-2, "dora": 1e-2, "prefix": 1e-2, "prompt": 3e-2, "adapter": 3e-3, "ia3": 1e-2}
 VARIANTS = ["", "tiny"] + [f"{m}{suffix}" for m in LR if m != "lora" for suffix in ("", "_tiny")]
 
 

@@ -133,7 +133,7 @@ def test_restore_onto_a_different_mesh_and_continue(tmp_path):
     with Checkpointer(tmp_path, save_every=1) as ckpt:
         step, restored, data_state, _ = ckpt.restore_latest(target)
     assert step == 2 and data_state == {"position": 2}
-    q = restored["params"]["layers"]["self_attn"]["q_proj"]["kernel"]
+    q = restored["params"]["params"]["layers"]["self_attn"]["q_proj"]["kernel"]
     assert q.sharding.mesh.devices.size == 4 and tuple(q.sharding.spec)[:3] == (None, "fsdp", "tensor")
     restored, metrics = step4(restored, small.shard_batch(_batch(2)))
     np.testing.assert_allclose(float(metrics["loss"]), expected_loss, rtol=1e-5)
