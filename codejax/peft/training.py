@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import warnings
 from typing import Any
 
 import jax
@@ -64,7 +65,10 @@ def prepare_peft(config, spec: PeftSpec, cfg: ModelConfig, base: Any, base_axes:
     total_base = count_params(base)
     if spec.method == "qlora":
         base_axes = quantized_axes(base_axes)
-        with par.context():
+        # Donated so the dense base is freed even while callers still hold a reference to it. Its
+        # buffers cannot hold the NF4 outputs (other shapes), hence JAX's warning, which says nothing here.
+        with par.context(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
             base = jax.jit(quantize_base, out_shardings=par.param_shardings(base_axes), donate_argnums=0)(base)
     axes = adapter_axes(model, base)
     shardings = par.param_shardings(axes)
