@@ -363,8 +363,8 @@ def _mb(n) -> str:
 
 
 def markdown_table(results: list[dict]) -> str:
-    lines = ["| method | trainable params | % of base | frozen base MB | train state MB | XLA temp MB "
-             "| XLA peak MB | device peak MB | compile s | ms/step | tokens/s | loss first -> final |",
+    lines = ["| method | trainable params | % of base | frozen base MiB | train state MiB | XLA temp MiB "
+             "| XLA peak MiB | device peak MiB | compile s | ms/step | tokens/s | loss first -> final |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in results:
         if "error" in r:

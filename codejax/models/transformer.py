@@ -75,6 +75,27 @@ def attention_mask(segment_ids: jnp.ndarray, window: jnp.ndarray | int = NO_WIND
     return (allowed[None] & (same_segment | shared))[:, None]
 
 
+def cache_attention_mask(key_mask: jnp.ndarray, cache_index, num_queries: int,
+                         window: jnp.ndarray | int = NO_WINDOW) -> jnp.ndarray:
+    """Decode-time mask [batch, 1, q, slots]: queries sit at slots cache_index.. of the KV cache.
+
+    A query sees the valid (key_mask) slots at or before its own, within the
+    window. Rows decode in lock-step (prompts are left-padded), so slot
+    distance is position distance. Every query also sees its own slot, which
+    keeps padded queries finite (their outputs are never used).
+    """
+    q_slots = cache_index + jnp.arange(num_queries)
+    delta = q_slots[:, None] - jnp.arange(key_mask.shape[-1])[None, :]
+    allowed = (delta >= 0) & (delta < window)
+    return ((key_mask[:, None, :] & allowed[None]) | (delta == 0)[None])[:, None]
+
+
+def init_cache(cfg: ModelConfig, batch: int, length: int, dtype=None) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """An empty KV cache (k, v), each [layers, batch, length, kv_heads, head_dim]."""
+    shape = (cfg.num_layers, batch, length, cfg.num_kv_heads, cfg.head_dim)
+    return jnp.zeros(shape, dtype or cfg.dtype), jnp.zeros(shape, dtype or cfg.dtype)
+
+
 def _adapter_variable(module: nn.Module, collection: str, name: str, init_fn):
     """A PEFT variable's value, or None when the method is switched off.
 
@@ -225,7 +246,8 @@ class Attention(nn.Module):
     peft: PeftSpec | None = None
 
     @nn.compact
-    def __call__(self, x, cos, sin, segment_ids, window, prefix_kv=None):
+    def __call__(self, x, cos, sin, segment_ids, window, prefix_kv=None, cache=None, cache_index=None,
+                 key_mask=None):
         cfg = self.cfg
         def dense(features, axes, name):
             return Projection(features, axes, cfg.qkv_bias, cfg.dtype, cfg.param_dtype, peft=self.peft, name=name)
@@ -240,7 +262,13 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         q = nn.with_logical_constraint(q, ("activation_batch", "activation_length", "activation_heads", None))
         k = nn.with_logical_constraint(k, ("activation_batch", "activation_length", "activation_kv_heads", None))
-        mask = attention_mask(segment_ids, window)
+        if cache is None:
+            mask, new_cache = attention_mask(segment_ids, window), None
+        else:  # decoding: write k, v at cache_index and attend over every cache slot
+            k = jax.lax.dynamic_update_slice_in_dim(cache[0], k.astype(cache[0].dtype), cache_index, axis=1)
+            v = jax.lax.dynamic_update_slice_in_dim(cache[1], v.astype(cache[1].dtype), cache_index, axis=1)
+            new_cache = (k, v)
+            mask = cache_attention_mask(key_mask, cache_index, x.shape[1], window)
         if prefix_kv is not None:  # prefix tuning: learned keys/values every query may attend to
             batch, num_prefix = x.shape[0], prefix_kv.shape[1]
             k_pre, v_pre = (jnp.broadcast_to(p[None], (batch,) + p.shape).astype(k.dtype) for p in prefix_kv)
@@ -249,8 +277,9 @@ class Attention(nn.Module):
         # dot_product_attention handles GQA (kv heads broadcast over query groups)
         # and does the softmax in float32.
         out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=cfg.attention_impl)
-        return Projection((cfg.hidden_size,), ("heads", "head_dim", "embed"), cfg.o_bias, cfg.dtype,
-                          cfg.param_dtype, n_in=2, peft=self.peft, name="o_proj")(out)
+        out = Projection((cfg.hidden_size,), ("heads", "head_dim", "embed"), cfg.o_bias, cfg.dtype,
+                         cfg.param_dtype, n_in=2, peft=self.peft, name="o_proj")(out)
+        return out, new_cache
 
 
 class MLP(nn.Module):
@@ -307,16 +336,17 @@ class DecoderLayer(nn.Module):
     """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
 
     cfg: ModelConfig
-    scanned: bool = False  # under nn.scan the layer must return (carry, per-layer output)
     peft: PeftSpec | None = None
 
     @nn.compact
-    def __call__(self, x, window, cos, sin, segment_ids, prefix_kv=None):
+    def __call__(self, x, window, cos, sin, segment_ids, prefix_kv=None, cache=None, cache_index=None,
+                 key_mask=None):
+        """Returns (x, updated KV cache or None): the (carry, output) pair nn.scan expects."""
         cfg = self.cfg
         act_axes = ("activation_batch", "activation_length", "activation_embed")
         x = nn.with_logical_constraint(x, act_axes)
-        h = Attention(cfg, self.peft, name="self_attn")(_norm(cfg, "input_layernorm")(x), cos, sin, segment_ids,
-                                                        window, prefix_kv)
+        h, cache = Attention(cfg, self.peft, name="self_attn")(
+            _norm(cfg, "input_layernorm")(x), cos, sin, segment_ids, window, prefix_kv, cache, cache_index, key_mask)
         if self.peft is not None and self.peft.method == "adapter":
             h = BottleneckAdapter(self.peft, cfg.dtype, cfg.param_dtype, name="attn_adapter")(h)
         x = x + checkpoint_name(h, "attn_out")
@@ -325,7 +355,7 @@ class DecoderLayer(nn.Module):
             h = BottleneckAdapter(self.peft, cfg.dtype, cfg.param_dtype, name="mlp_adapter")(h)
         x = x + checkpoint_name(h, "mlp_out")
         x = nn.with_logical_constraint(x, act_axes)
-        return (x, None) if self.scanned else x
+        return x, cache
 
 
 def _layer_cls(cfg: ModelConfig):
@@ -353,7 +383,16 @@ class Transformer(nn.Module):
     peft: PeftSpec | None = None
 
     @nn.compact
-    def __call__(self, tokens, positions=None, segment_ids=None, *, return_hidden: bool = False):
+    def __call__(self, tokens, positions=None, segment_ids=None, *, return_hidden: bool = False, cache=None,
+                 cache_index=None, key_mask=None, prefill: bool = True):
+        """Logits [batch, seq, vocab]; with a KV `cache`, (logits, updated cache).
+
+        Decoding (see codejax.generate): `cache` from `init_cache`, the new
+        tokens written at slot `cache_index`, `key_mask` [batch, slots] marking
+        the valid slots (the new ones included). A prompt-tuning soft prompt is
+        prepended on the `prefill` call only (it takes the first P slots);
+        later calls just shift positions past it.
+        """
         cfg, spec = self.cfg, self.peft
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(tokens.shape[-1]), tokens.shape)
@@ -363,6 +402,8 @@ class Transformer(nn.Module):
                          embedding_init=_init(_kernel_init(), "vocab", "embed"), name="embed_tokens")
         x = embed(tokens)
         prompt = self._soft_prompt(embed) if spec is not None and spec.method == "prompt" else None
+        if prompt is not None and not prefill:  # decoding after the soft prompt is in the cache
+            positions, prompt = positions + prompt.shape[0], None
         if prompt is not None:
             x, positions, segment_ids = _prepend_prompt(prompt.astype(x.dtype), x, positions, segment_ids)
         prefix_kv = self._prefix_kv() if spec is not None and spec.method == "prefix" else None
@@ -372,21 +413,25 @@ class Transformer(nn.Module):
         if cfg.scan_layers:
             scanned = nn.scan(
                 _layer_cls(cfg), variable_axes={True: 0}, split_rngs={True: True},
-                in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, 0), length=cfg.num_layers,
-                metadata_params={nn.PARTITION_NAME: "layers"})
-            x, _ = scanned(cfg, scanned=True, peft=spec, name="layers")(
-                x, jnp.asarray(windows, jnp.int32), cos, sin, segment_ids, prefix_kv)
+                in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, 0, 0, nn.broadcast, nn.broadcast),
+                length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
+            x, cache = scanned(cfg, peft=spec, name="layers")(
+                x, jnp.asarray(windows, jnp.int32), cos, sin, segment_ids, prefix_kv, cache, cache_index, key_mask)
         else:
-            layer = _layer_cls(cfg)
+            layer, new_cache = _layer_cls(cfg), []
             for i, window in enumerate(windows):
-                x = layer(cfg, peft=spec, name=f"layers_{i}")(
-                    x, window, cos, sin, segment_ids, None if prefix_kv is None else prefix_kv[i])
+                x, layer_cache = layer(cfg, peft=spec, name=f"layers_{i}")(
+                    x, window, cos, sin, segment_ids, None if prefix_kv is None else prefix_kv[i],
+                    None if cache is None else (cache[0][i], cache[1][i]), cache_index, key_mask)
+                new_cache.append(layer_cache)
+            if cache is not None:
+                cache = tuple(jnp.stack([c[j] for c in new_cache]) for j in range(2))
 
         x = _norm(cfg, "norm")(x)
         if prompt is not None:  # outputs only for the real tokens
             x = x[:, prompt.shape[0]:]
         if return_hidden:
-            return x
+            return x if cache is None else (x, cache)
         if cfg.tie_embeddings:
             logits = embed.attend(x)
         else:
@@ -394,7 +439,7 @@ class Transformer(nn.Module):
                                 peft=spec, name="lm_head")(x)
         logits = nn.with_logical_constraint(
             logits, ("activation_batch", "activation_length", "activation_vocab"))
-        return logits.astype(jnp.float32)
+        return logits.astype(jnp.float32) if cache is None else (logits.astype(jnp.float32), cache)
 
     def _soft_prompt(self, embed: nn.Embed):
         """Prompt tuning's [P, embed] soft prompt, or None when switched off."""

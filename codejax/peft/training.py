@@ -52,7 +52,7 @@ def resolve_spec(config, cfg: ModelConfig, tokenizer=None) -> tuple[PeftSpec, di
             raise ValueError(f"peft.method={spec.method!r} but {config.peft.adapter_path} holds a "
                              f"{loaded.method!r} adapter")
         spec = loaded
-    if config.train.export_hf and spec.method not in MERGEABLE:
+    if config.train.export_hf and spec.method not in MERGEABLE + ("none",):
         raise ValueError(f"train.export_hf writes a merged model, and peft.method={spec.method!r} cannot be "
                          f"merged ({MERGEABLE} can); use peft.export_adapter instead")
     return spec, adapters
@@ -100,5 +100,7 @@ def export_peft(config, setup: PeftSetup, adapters: dict, workdir: str, tokenize
     if config.train.export_hf:
         out["hf_model"] = os.path.join(workdir, "hf_model")
         merged = merge(setup.model, {**setup.frozen, **adapters})
-        save_hf(out["hf_model"], setup.model.cfg, merged, tokenizer=tokenizer)
+        # A QLoRA base was 4-bit: its merged weights are written at 16 bits, not the f32 master dtype.
+        dtype = "bfloat16" if spec.method == "qlora" else None
+        save_hf(out["hf_model"], setup.model.cfg, merged, dtype=dtype, tokenizer=tokenizer)
     return out

@@ -71,9 +71,10 @@ def test_lora_sft_learns_checkpoints_the_adapter_only_and_resumes(sft_files, tmp
 def test_qlora_sft_exports_a_merged_16bit_model(sft_files, tmp_path):
     summary = get_job("sft")(_config("qlora_tiny", sft_files, **{"train.export_hf": True}), str(tmp_path))
     assert _checkpointed_collections(tmp_path, 20) == {"lora"}
+    assert json.loads((Path(summary["hf_model"]) / "config.json").read_text())["torch_dtype"] == "bfloat16"
     _, merged = load_hf(summary["hf_model"])
     kernel = merged["layers"]["self_attn"]["q_proj"]["kernel"]
-    assert kernel.dtype == jnp.float32 and kernel.ndim == 4  # dequantised, merged, dense
+    assert kernel.dtype == jnp.float32 and kernel.ndim == 4  # dequantised, merged, dense (loaded as f32)
     # Starting a new run from the exported adapter: its first eval equals the trained model's.
     again = get_job("sft")(_config("qlora_tiny", sft_files, **{
         "peft.adapter_path": summary["adapter"], "train.steps": 1, "train.eval_at_start": True,
