@@ -233,11 +233,15 @@ def _tokens_covering(tokenizer, toks: list[int], text: str, stops) -> list[int]:
 
 
 def greedy_reference(model: Transformer, variables: dict, prompt: Sequence[int], steps: int) -> list[int]:
-    """Greedy decoding by re-running the full forward pass each step (no cache): for tests."""
-    seq = list(prompt)
-    for _ in range(steps):
-        logits = model.apply(variables, jnp.asarray([seq], jnp.int32))
-        seq.append(int(jnp.argmax(logits[0, -1])))
-    return seq[len(prompt):]
+    """Greedy decoding by re-running the full causal forward pass each step, without a cache (for tests).
 
-
+    The sequence lives in a fixed buffer, so one compiled forward serves every
+    step: causal attention means the unused tail never reaches earlier positions.
+    """
+    length = len(prompt) + steps
+    forward = jax.jit(lambda v, t: model.apply(v, t))
+    seq = np.zeros((1, length), np.int32)
+    seq[0, :len(prompt)] = prompt
+    for t in range(len(prompt), length):
+        seq[0, t] = int(jnp.argmax(forward(variables, jnp.asarray(seq))[0, t - 1]))
+    return seq[0, len(prompt):].tolist()

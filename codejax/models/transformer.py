@@ -90,6 +90,21 @@ def cache_attention_mask(key_mask: jnp.ndarray, cache_index, num_queries: int,
     return ((key_mask[:, None, :] & allowed[None]) | (delta == 0)[None])[:, None]
 
 
+def _grouped_attention(q, k, v, mask):
+    """Softmax attention (float32 softmax) with kv heads shared by groups of query heads.
+
+    q [b, t, heads, d], k/v [b, s, kv_heads, d], mask [b, 1, t, s] -> [b, t, heads, d].
+    """
+    b, t, heads, d = q.shape
+    kv_heads = k.shape[2]
+    q = q.reshape(b, t, kv_heads, heads // kv_heads, d)
+    scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32) / jnp.sqrt(d).astype(
+        jnp.float32)
+    scores = jnp.where(mask[:, :, None], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    return jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(b, t, heads, d)
+
+
 def init_cache(cfg: ModelConfig, batch: int, length: int, dtype=None) -> tuple[jnp.ndarray, jnp.ndarray]:
     """An empty KV cache (k, v), each [layers, batch, length, kv_heads, head_dim]."""
     shape = (cfg.num_layers, batch, length, cfg.num_kv_heads, cfg.head_dim)
@@ -246,8 +261,8 @@ class Attention(nn.Module):
     peft: PeftSpec | None = None
 
     @nn.compact
-    def __call__(self, x, cos, sin, segment_ids, window, prefix_kv=None, cache=None, cache_index=None,
-                 key_mask=None):
+    def __call__(self, x, cos, sin, segment_ids, window, prefix_kv=None, cache=None, layer_index=None,
+                 cache_index=None, key_mask=None):
         cfg = self.cfg
         def dense(features, axes, name):
             return Projection(features, axes, cfg.qkv_bias, cfg.dtype, cfg.param_dtype, peft=self.peft, name=name)
@@ -264,19 +279,25 @@ class Attention(nn.Module):
         k = nn.with_logical_constraint(k, ("activation_batch", "activation_length", "activation_kv_heads", None))
         if cache is None:
             mask, new_cache = attention_mask(segment_ids, window), None
-        else:  # decoding: write k, v at cache_index and attend over every cache slot
-            k = jax.lax.dynamic_update_slice_in_dim(cache[0], k.astype(cache[0].dtype), cache_index, axis=1)
-            v = jax.lax.dynamic_update_slice_in_dim(cache[1], v.astype(cache[1].dtype), cache_index, axis=1)
-            new_cache = (k, v)
+        else:  # decoding: write k, v at [layer, :, cache_index] and attend over every cache slot
+            # The cache for all layers is updated in place (it is the scan carry); copying it
+            # through scan inputs and outputs instead would move the whole cache every step.
+            start = (layer_index, 0, cache_index, 0, 0)
+            new_cache = tuple(jax.lax.dynamic_update_slice(c, t[None].astype(c.dtype), start)
+                              for c, t in zip(cache, (k, v)))
+            k, v = (jax.lax.dynamic_index_in_dim(c, layer_index, 0, keepdims=False) for c in new_cache)
             mask = cache_attention_mask(key_mask, cache_index, x.shape[1], window)
         if prefix_kv is not None:  # prefix tuning: learned keys/values every query may attend to
             batch, num_prefix = x.shape[0], prefix_kv.shape[1]
             k_pre, v_pre = (jnp.broadcast_to(p[None], (batch,) + p.shape).astype(k.dtype) for p in prefix_kv)
             k, v = jnp.concatenate([k_pre, k], axis=1), jnp.concatenate([v_pre, v.astype(k.dtype)], axis=1)
             mask = jnp.concatenate([jnp.ones(mask.shape[:3] + (num_prefix,), bool), mask], axis=-1)
-        # dot_product_attention handles GQA (kv heads broadcast over query groups)
-        # and does the softmax in float32.
-        out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=cfg.attention_impl)
+        if cache is None:
+            # dot_product_attention handles GQA (kv heads broadcast over query groups)
+            # and does the softmax in float32.
+            out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=cfg.attention_impl)
+        else:  # decoding: few queries against a long cache; grouped einsums never copy k/v per query head
+            out = _grouped_attention(q, k, v, mask)
         out = Projection((cfg.hidden_size,), ("heads", "head_dim", "embed"), cfg.o_bias, cfg.dtype,
                          cfg.param_dtype, n_in=2, peft=self.peft, name="o_proj")(out)
         return out, new_cache
@@ -339,14 +360,16 @@ class DecoderLayer(nn.Module):
     peft: PeftSpec | None = None
 
     @nn.compact
-    def __call__(self, x, window, cos, sin, segment_ids, prefix_kv=None, cache=None, cache_index=None,
+    def __call__(self, carry, window, cos, sin, segment_ids, prefix_kv=None, layer_index=None, cache_index=None,
                  key_mask=None):
-        """Returns (x, updated KV cache or None): the (carry, output) pair nn.scan expects."""
+        """carry = (x, KV cache of every layer or None) -> (carry, None), as nn.scan expects."""
         cfg = self.cfg
+        x, cache = carry
         act_axes = ("activation_batch", "activation_length", "activation_embed")
         x = nn.with_logical_constraint(x, act_axes)
         h, cache = Attention(cfg, self.peft, name="self_attn")(
-            _norm(cfg, "input_layernorm")(x), cos, sin, segment_ids, window, prefix_kv, cache, cache_index, key_mask)
+            _norm(cfg, "input_layernorm")(x), cos, sin, segment_ids, window, prefix_kv, cache, layer_index,
+            cache_index, key_mask)
         if self.peft is not None and self.peft.method == "adapter":
             h = BottleneckAdapter(self.peft, cfg.dtype, cfg.param_dtype, name="attn_adapter")(h)
         x = x + checkpoint_name(h, "attn_out")
@@ -355,7 +378,7 @@ class DecoderLayer(nn.Module):
             h = BottleneckAdapter(self.peft, cfg.dtype, cfg.param_dtype, name="mlp_adapter")(h)
         x = x + checkpoint_name(h, "mlp_out")
         x = nn.with_logical_constraint(x, act_axes)
-        return x, cache
+        return (x, cache), None
 
 
 def _layer_cls(cfg: ModelConfig):
@@ -415,17 +438,15 @@ class Transformer(nn.Module):
                 _layer_cls(cfg), variable_axes={True: 0}, split_rngs={True: True},
                 in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, 0, 0, nn.broadcast, nn.broadcast),
                 length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
-            x, cache = scanned(cfg, peft=spec, name="layers")(
-                x, jnp.asarray(windows, jnp.int32), cos, sin, segment_ids, prefix_kv, cache, cache_index, key_mask)
+            (x, cache), _ = scanned(cfg, peft=spec, name="layers")(
+                (x, cache), jnp.asarray(windows, jnp.int32), cos, sin, segment_ids, prefix_kv,
+                jnp.arange(cfg.num_layers), cache_index, key_mask)
         else:
-            layer, new_cache = _layer_cls(cfg), []
+            layer = _layer_cls(cfg)
             for i, window in enumerate(windows):
-                x, layer_cache = layer(cfg, peft=spec, name=f"layers_{i}")(
-                    x, window, cos, sin, segment_ids, None if prefix_kv is None else prefix_kv[i],
-                    None if cache is None else (cache[0][i], cache[1][i]), cache_index, key_mask)
-                new_cache.append(layer_cache)
-            if cache is not None:
-                cache = tuple(jnp.stack([c[j] for c in new_cache]) for j in range(2))
+                (x, cache), _ = layer(cfg, peft=spec, name=f"layers_{i}")(
+                    (x, cache), window, cos, sin, segment_ids, None if prefix_kv is None else prefix_kv[i],
+                    i, cache_index, key_mask)
 
         x = _norm(cfg, "norm")(x)
         if prompt is not None:  # outputs only for the real tokens
