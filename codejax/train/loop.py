@@ -75,6 +75,9 @@ class TrainTask:
     # no optimizer state, not checkpointed. Already placed in their shardings.
     frozen: Any = None
     frozen_axes: Any = None
+    # More eval metrics at every evaluation, from the trainable and frozen variables (e.g.
+    # pass@k from codejax.evaluation); they can be train.best_metric and drive early stopping.
+    extra_eval: Callable[[Any, Any], dict[str, float]] | None = None
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -192,9 +195,11 @@ def run_training(config, workdir: str, task: TrainTask) -> tuple[dict[str, Any],
     def do_eval(step: int) -> bool:
         """Evaluate, log, and report whether early stopping triggers."""
         nonlocal best_eval, evals_without_gain, last_eval
-        if make_eval_iter is None:
+        if make_eval_iter is None and task.extra_eval is None:
             return False
-        last_eval = evaluate(eval_step, state["params"], make_eval_iter, tc.eval_batches)
+        last_eval = evaluate(eval_step, state["params"], make_eval_iter, tc.eval_batches) if make_eval_iter else {}
+        if task.extra_eval is not None:
+            last_eval.update(task.extra_eval(state["params"], frozen))
         if writer:
             writer.write(step, last_eval)
             write_plots(writer.path, os.path.join(workdir, "plots"))

@@ -231,3 +231,17 @@ def test_rerunning_a_finished_run_changes_nothing(sft_files, tmp_path):
     again, _ = run_training(config, str(tmp_path), _tiny_task(_PoisonedBatches(poison_at=-1)))
     assert again == json.loads(json.dumps(first, default=str))
     assert (tmp_path / "metrics.jsonl").read_text() == rows
+
+
+def test_extra_eval_metric_selects_the_best_checkpoint_and_stops_early(sft_files, tmp_path):
+    """A task-level metric (pass@k in real runs) can be train.best_metric and drive early stopping."""
+    poisoned = _PoisonedBatches(poison_at=-1)
+    scores = iter([0.2, 0.5, 0.4, 0.3, 0.1, 0.0])  # best at the second eval (step 4), then worse
+    task = _tiny_task(poisoned)
+    task.extra_eval = lambda params, frozen: {"eval/pass@1": next(scores)}
+    config = _config(sft_files, **{"train.steps": 40, "train.eval_every": 2, "train.checkpoint_every": 2,
+                                   "train.best_metric": "eval/pass@1", "train.best_mode": "max",
+                                   "train.early_stopping_patience": 2, "train.async_checkpoint": False})
+    summary, _ = run_training(config, str(tmp_path), task)
+    assert summary["best_eval"] == 0.5 and summary["best_checkpoint_step"] == 4
+    assert summary["steps"] == 8 and summary["stop_reason"].startswith("early stopping")
