@@ -26,6 +26,7 @@ INSTALL_REQUIRES = [
 TEST_REQUIRES = [
     # CPU wheel: the parity tests run transformers' PyTorch models as the reference.
     "torch==2.13.0",
+    "peft>=0.17",  # HF PEFT adapter interop tests (both directions)
     "pytest>=8",
     "pytest-xdist>=3.5",
 ]

@@ -297,7 +297,7 @@ def _neuter(loaded):
         return f
 
     _posixsubprocess.fork_exec = blocked("fork_exec")  # subprocess's fork+exec, not audited
-    for name in ("mknod", "mkfifo", "pidfd_open", "chroot", "setns", "unshare"):
+    for name in ("mknod", "mkfifo", "pidfd_open", "chroot", "setns", "unshare", "setsid", "setpgid", "setpgrp"):
         if hasattr(posix, name):
             setattr(posix, name, blocked(name))
     for name in ("pidfd_send_signal", "pthread_kill", "sigqueue"):

@@ -1,7 +1,7 @@
 """The parent side: spawn the harness per program, feed it, watch it, judge it.
 
 Each program gets a fresh temporary directory (its cwd and HOME, deleted afterwards), a
-scrubbed environment, a new session (so the whole process group can be killed), and the
+scrubbed environment, a process group of its own (killed as a whole), and the
 namespaces of `isolation.detect`. The parent writes the config to the child's stdin and
 reads stdout/stderr incrementally with a selector, keeping at most `max_output_bytes` of
 each: past that, or past the wall-clock deadline, it SIGKILLs the process group. A pidfd
@@ -29,8 +29,13 @@ from codejax.sandbox.program import Limits, Program, Result, Status
 HARNESS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_harness.py")
 EXC, EXIT, MEM, TAMPER, BUILTINS, HARNESS_ERROR = 111, 112, 113, 114, 115, 116  # as in _harness.py
 _CHUNK = 1 << 16
-_EXIT_GRACE_S = 0.5
-_UNSHARE_SIGKILL = b"unshare: sigprocmask unblock failed: Invalid argument"  # after the child exits, how long leftover writers may keep its pipes open
+_EXIT_GRACE_S = 0.5  # after the child exits, how long leftover writers may keep its pipes open
+# `unshare --fork` cannot re-raise a child's SIGKILL on itself; it exits 1 with this instead.
+_UNSHARE_SIGKILL = b"unshare: sigprocmask unblock failed: Invalid argument"
+# A process group of its own, so the whole group can be killed. Not a new session: Linux
+# schedules sessions (autogroups) against each other, and a session per program would give
+# a batch of programs more CPU weight than the process that runs them.
+_OWN_GROUP = {"process_group": 0} if sys.version_info >= (3, 11) else {"start_new_session": True}
 
 
 def run_program(program: Program, limits: Limits | None = None, *, python: str | None = None,
@@ -118,7 +123,7 @@ def _execute(program: Program, limits: Limits, python: str, site_packages: bool,
     try:
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    cwd=tmp, env=iso_mod.base_env(tmp), start_new_session=True, pass_fds=(ready_w,))
+                                    cwd=tmp, env=iso_mod.base_env(tmp), pass_fds=(ready_w,), **_OWN_GROUP)
         finally:
             os.close(ready_w)
     except OSError as e:
@@ -216,12 +221,13 @@ def _communicate(proc: subprocess.Popen, payload: bytes, cap: int, deadline: flo
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
-    """SIGKILL the child's process group (it leads its own session). The leader is not reaped
-    yet, so the group id cannot have been reused."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    """SIGKILL the child's process group (it leads its own) and the child itself, in case it
+    left the group. The leader is not reaped yet, so the ids cannot have been reused."""
+    for kill in (os.killpg, os.kill):
+        try:
+            kill(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def _reap(proc: subprocess.Popen) -> float:
@@ -244,7 +250,6 @@ def _last_line(text: str, limit: int = 300) -> str:
 def _judge(rc: int | None, out: bytes, err: bytes, token: bytes, overflow: str, timed_out: bool,
            cpu_s: float, limits: Limits, started: bool = True) -> Result:
     if rc == 1 and _UNSHARE_SIGKILL in err:
-        # `unshare --fork` cannot re-raise SIGKILL on itself and exits 1 with this message instead.
         rc, err = -signal.SIGKILL, err.replace(_UNSHARE_SIGKILL + b"\n", b"").replace(_UNSHARE_SIGKILL, b"")
     tail = b"\n" + token + b"\n"
     ok = rc == 0 and not overflow and not timed_out and out.endswith(tail)
