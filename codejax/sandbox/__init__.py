@@ -7,7 +7,7 @@
 
 Linux only. One process per program, layered:
 
-1. Kernel namespaces where the OS allows (`isolation.detect`, probed once): user, network
+1. Kernel namespaces where the OS allows (`namespaces.detect`, probed once): user, network
    (nothing reaches any network, 127.0.0.1 included), pid (the program cannot see or signal
    host processes; its leftovers die with it), ipc, uts.
 2. Resource limits: wall clock (the parent kills the process group), RLIMIT_CPU, RLIMIT_AS,
@@ -19,10 +19,13 @@ Linux only. One process per program, layered:
    fork/exec/spawn/subprocess, kill/killpg, sockets (connect/bind/send, DNS), ctypes,
    sub-interpreters, gc/frame introspection (`gc.get_objects`, `sys._getframe`,
    `sys._current_frames`, `tb_frame`/`gi_frame`), settrace/setprofile, adding audit hooks,
-   rlimit changes, symlinks/hard links, writes outside the working directory and reads outside
-   it, the interpreter's library directories and an allow-list. Unaudited C functions with the
-   same reach (`_posixsubprocess.fork_exec`, `os.mknod`, `signal.pidfd_send_signal`, ...) are
-   replaced; handlers installed with `signal.signal` receive `None` instead of a frame.
+   rlimit changes, symlinks/hard links, hand-made code objects and `marshal.loads` of anything
+   but the interpreter's own .pyc files (crafted bytecode corrupts memory), native code
+   (extension modules) from anywhere but the interpreter's directories, writes outside the
+   working directory and reads outside it, the interpreter's library directories and
+   `read_paths`. Unaudited C functions with the same reach (`_posixsubprocess.fork_exec`,
+   `os.mknod`, `signal.pidfd_send_signal`, ...) are replaced; handlers installed with
+   `signal.signal` receive `None` instead of a frame.
 5. The pass criterion (`_harness.py` explains it): the parent's random per-run token is printed
    only by a harness thread whose frame no user code can reach, and only after it has checked
    that the main thread's genuine call stack has returned from running the tests.
@@ -48,7 +51,7 @@ What it does NOT defend against:
   can steer, e.g. by exiting with the harness's MemoryError code. PASSED cannot be faked, and
   neither can ERROR, which means the sandbox failed before the program started.
 """
-from codejax.sandbox.isolation import Isolation, detect
+from codejax.sandbox.namespaces import Isolation, detect
 from codejax.sandbox.program import Limits, Program, Result, Status
 from codejax.sandbox.runner import run_program, run_programs
 

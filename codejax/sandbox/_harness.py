@@ -36,6 +36,7 @@ import posix
 import sys
 
 EXC, EXIT, MEM, TAMPER, BUILTINS, HARNESS = 111, 112, 113, 114, 115, 116
+_SELF = (lambda: None).__code__.co_filename  # this file, also when run from a .pyc
 
 # Imports that would defeat the hook: C-level escape hatches, sub-interpreters (their own
 # audit-hook list), unaudited C file I/O, and re-creation of modules we neuter below.
@@ -56,6 +57,7 @@ DENY_EVENTS = frozenset({
     "sys._current_exceptions", "sys.settrace", "sys.setprofile", "sys.addaudithook",
     "sys.monitoring.register_callback", "sys.remote_exec", "cpython.remote_debugger_script",
     "resource.setrlimit", "resource.prlimit", "fcntl.ioctl", "os.symlink", "os.link",
+    "code.__new__", "marshal.load",  # hand-made code objects: crafted bytecode corrupts memory
 })
 DENY_PREFIXES = ("ctypes.", "syslog.", "_winapi.", "winreg.")
 FRAME_ATTRS = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame"})
@@ -129,7 +131,9 @@ def _make_hook(vault_id, tmp, read_roots, read_files, phase, budget):
     getcwd, lstat, readlink = posix.getcwd, posix.lstat, posix.readlink
     type_, str_, bytes_, int_, issubclass_ = type, str, bytes, int, issubclass
     as_str, decode = str.__str__, bytes.decode
-    split, startswith, rfind = str.split, str.startswith, str.rfind
+    split, startswith, endswith, rfind = str.split, str.startswith, str.endswith, str.rfind
+    popen, pread, pclose, o_rdonly = posix.open, posix.read, posix.close, posix.O_RDONLY
+    last_pyc = {}
     deny_events, deny_imports, deny_prefixes, frame_attrs = DENY_EVENTS, DENY_IMPORTS, DENY_PREFIXES, FRAME_ATTRS
     write_events = WRITE_EVENTS
     func_attrs = frozenset({"__code__"})
@@ -143,7 +147,7 @@ def _make_hook(vault_id, tmp, read_roots, read_files, phase, budget):
         if t is str_ or issubclass_(t, str_):
             return as_str(p)  # the real characters, whatever a subclass overrides
         if t is bytes_ or issubclass_(t, bytes_):
-            return decode(bytes_.__bytes__(p), "utf-8", "surrogateescape")
+            return decode(p, "utf-8", "surrogateescape")  # bytes.decode reads the real bytes
         return None
 
     def resolve(p):
@@ -188,9 +192,10 @@ def _make_hook(vault_id, tmp, read_roots, read_files, phase, budget):
         return r == tmp or startswith(r, tmp_slash)
 
     def check(p, write):
+        """Raise unless the program may open `p` this way; return the resolved path."""
         if type_(p) is int_:
             if not write:
-                return
+                return None
             try:
                 p = readlink("/proc/self/fd/%d" % p)
             except OSError_:
@@ -206,19 +211,42 @@ def _make_hook(vault_id, tmp, read_roots, read_files, phase, budget):
         if inside_tmp(r):
             if kind == S_IFCHR or kind == S_IFBLK:
                 raise SErr("sandbox: device files are not allowed: %r" % s)
-            return
+            if not write and endswith(r, ".pyc"):  # crafted bytecode is a way out of the interpreter
+                raise SErr("sandbox: reading bytecode files from the working directory is not allowed")
+            return r
         if r == "/dev/null":
-            return
+            return r
         if write:
             raise SErr("sandbox: writes are only allowed in the working directory: %r" % s)
         if kind == S_IFDIR:
             raise SErr("sandbox: opening directories outside the working directory is not allowed: %r" % s)
-        if r in read_files:
-            return
+        if r in read_files or trusted(r):
+            return r
+        raise SErr("sandbox: reading %r is not allowed" % s)
+
+    def trusted(r):
         for root in read_roots:
             if r == root or startswith(r, root + "/"):
-                return
-        raise SErr("sandbox: reading %r is not allowed" % s)
+                return True
+        return False
+
+    def same_as_pyc(data):
+        """marshal.loads is allowed only for the body of the .pyc this thread opened last from a
+        trusted directory: what the import system does. Anything else could be crafted bytecode."""
+        path = last_pyc.pop(get_ident(), None)
+        if path is None:
+            return False
+        chunks = []
+        fd = popen(path, o_rdonly)
+        try:
+            while True:
+                b = pread(fd, 1 << 20)
+                if not b:
+                    break
+                chunks.append(b)
+        finally:
+            pclose(fd)
+        return b"".join(chunks)[16:] == data
 
     def hook(event, args):
         if get_ident() == vault_id:  # the vault: one frame snapshot and f_code reads, nothing else
@@ -229,7 +257,13 @@ def _make_hook(vault_id, tmp, read_roots, read_files, phase, budget):
                 return
             raise SErr("sandbox: not allowed in the harness thread")
         if event == "open":
-            check(args[0], args[2] is not None and args[2] & o_write != 0)
+            write = args[2] is not None and args[2] & o_write != 0
+            r = check(args[0], write)
+            if r is not None and not write and endswith(r, ".pyc"):
+                last_pyc[get_ident()] = r
+        elif event == "marshal.loads":
+            if not (type_(args[0]) is bytes_ and same_as_pyc(args[0])):
+                raise SErr("sandbox: marshal.loads is only allowed for the interpreter's own bytecode")
         elif event in write_events:
             paths, dfd = write_events[event]
             if dfd >= 0 and args[dfd] is not None and args[dfd] != -1:
@@ -243,15 +277,23 @@ def _make_hook(vault_id, tmp, read_roots, read_files, phase, budget):
             if args[1] in func_attrs:
                 raise SErr("sandbox: replacing a function's %s is not allowed" % args[1])
         elif event == "import":
-            if args[0] in deny_imports:
-                raise IErr("sandbox: import of %r is not allowed" % args[0])
+            name = to_str(args[0])  # an exact str: a subclass could fake __hash__/__eq__
+            if name is None or name in deny_imports:
+                raise IErr("sandbox: import of %r is not allowed" % (name,))
+            if args[1] is not None:  # an extension module: native code, so only from trusted directories
+                s = to_str(args[1])
+                res = resolve(s) if s is not None else None
+                if res is None or inside_tmp(res[0]) or not trusted(res[0]):
+                    raise IErr("sandbox: loading native code from %r is not allowed" % (args[1],))
         elif event == "sys._getframe" or event == "sys._getframemodulename":
             raise GErr("sandbox: sys._getframe is disabled")
         elif event in deny_events:
             raise SErr("sandbox: %s is not allowed" % event)
         elif event == "sqlite3.connect":
-            db = args[0]
-            if not (db == ":memory:" or db == "" or db == b":memory:" or db == b""):
+            db = to_str(args[0])
+            if db is None:
+                raise SErr("sandbox: unsupported database path type")
+            if db != ":memory:" and db != "":
                 check(db, True)
         else:
             for pre in deny_prefixes:
@@ -323,31 +365,44 @@ def _neuter(loaded):
     signal.__doc__ = _signal.signal.__doc__
     _signal.signal = signal
 
-    # A fresh copy of a builtin module would bring the originals back. The spec handed to the
-    # real function is a clean copy, so a `name` property cannot answer differently twice.
-    def deny_loaded(args, getattr_=getattr, type_=type, issubclass_=issubclass, str_=str, as_str=str.__str__, SpecCopy=_SpecCopy,
-                    deny=frozenset(loaded) | {"_signal", "posix", "_imp", "sys", "builtins", "_thread"}):
-        (spec,) = args
-        name = getattr_(spec, "name")
-        if not issubclass_(type_(name), str_):
-            raise TypeError("spec.name must be a str")
-        name = as_str(name)
-        if name in deny:
-            raise SandboxImportError("sandbox: re-creating builtin module %r is not allowed" % name)
-        clean = SpecCopy()
-        clean.name = name
-        clean.origin = "built-in"
-        return (clean,)
+    # A fresh copy of a builtin module would bring the originals back. The real functions get
+    # a clean copy of the spec (SimpleNamespace: its type cannot be patched), so that a `name`
+    # or `origin` property cannot answer one thing to the check and another to the loader.
+    # (Importing `types` here, before the hook, also matters: it reads a tb_frame on import.)
+    import types
 
-    create = _sealed(_imp.create_builtin, deny_loaded)
+    def clean_spec(spec, keys, getattr_=getattr, type_=type, issubclass_=issubclass, str_=str,
+                   as_str=str.__str__, Namespace=types.SimpleNamespace):
+        values = {}
+        for key in keys:
+            v = getattr_(spec, key)
+            if not issubclass_(type_(v), str_):
+                raise TypeError("spec.%s must be a str" % key)
+            values[key] = as_str(v)
+        return Namespace(**values)
+
+    def builtin_args(args, clean=clean_spec,
+                     deny=frozenset(loaded) | {"_signal", "posix", "_imp", "sys", "builtins", "_thread"}):
+        (spec,) = args
+        spec = clean(spec, ("name",))
+        if spec.name in deny:
+            raise SandboxImportError("sandbox: re-creating builtin module %r is not allowed" % spec.name)
+        spec.origin = "built-in"
+        return (spec,)
+
+    def dynamic_args(args, clean=clean_spec):  # the audit hook then checks origin (native code)
+        return (clean(args[0], ("name", "origin")),) + tuple(args[1:])
+
+    create = _sealed(_imp.create_builtin, builtin_args)
+    load = _sealed(_imp.create_dynamic, dynamic_args)
 
     def create_builtin(spec):
         return create(spec)
+
+    def create_dynamic(spec, file=None):
+        return load(spec) if file is None else load(spec, file)
     _imp.create_builtin = create_builtin
-
-
-class _SpecCopy:
-    """A module spec reduced to what `_imp.create_builtin` reads."""
+    _imp.create_dynamic = create_dynamic
 
 
 def _read_all(fd):
@@ -373,7 +428,7 @@ def _format(exc, program, tests, limit=24):
     entries, tb = [], exc.__traceback__
     while tb is not None:
         code, lineno = tb.tb_frame.f_code, tb.tb_lineno
-        if code.co_filename != __file__:
+        if code.co_filename != _SELF:
             entry = '  File "%s", line %s, in %s' % (code.co_filename, lineno, code.co_name)
             src = sources.get(code.co_filename)
             if src and lineno and 0 < lineno <= len(src):
@@ -483,7 +538,6 @@ def main():
         roots = tuple(sorted({_realpath(p) for p in roots + tuple(cfg["read_paths"])}))
         phase, budget = [], [1]
         hook = _make_hook(vault_id, _realpath(tmp), roots, frozenset(READ_FILES), phase, budget)
-        import types  # noqa: F401 - reads a traceback's tb_frame when first imported
         loaded = tuple(sys.modules)
         _neuter(loaded)
         main_mod = type(sys)("__main__")

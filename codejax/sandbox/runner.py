@@ -2,7 +2,7 @@
 
 Each program gets a fresh temporary directory (its cwd and HOME, deleted afterwards), a
 scrubbed environment, a process group of its own (killed as a whole), and the
-namespaces of `isolation.detect`. The parent writes the config to the child's stdin and
+namespaces of `namespaces.detect`. The parent writes the config to the child's stdin and
 reads stdout/stderr incrementally with a selector, keeping at most `max_output_bytes` of
 each: past that, or past the wall-clock deadline, it SIGKILLs the process group. A pidfd
 tells it when the child exits. `run_programs` drives many of these from a thread pool:
@@ -10,6 +10,7 @@ the threads only wait on pipes, the work happens in the children.
 """
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import marshal
 import os
@@ -20,10 +21,11 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import Iterable, Sequence
 
-from codejax.sandbox import isolation as iso_mod
+from codejax.sandbox import namespaces as iso_mod
 from codejax.sandbox.program import Limits, Program, Result, Status
 
 HARNESS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_harness.py")
@@ -119,7 +121,7 @@ def _execute(program: Program, limits: Limits, python: str, site_packages: bool,
     payload = marshal.dumps({"token": token, "ready_fd": ready_w, "program": program.code, "tests": program.tests,
                              "stdin": program.stdin.encode("utf-8", "surrogateescape"), "tmp": tmp,
                              "read_paths": tuple(os.path.realpath(p) for p in read_paths), "rlimits": rlimits})
-    argv = [*isolation.prefix, python, "-I", *(() if site_packages else ("-S",)), "-B", HARNESS]
+    argv = [*isolation.prefix, python, "-I", *(() if site_packages else ("-S",)), "-B", _compiled_harness(python)]
     try:
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -147,6 +149,34 @@ def _execute(program: Program, limits: Limits, python: str, site_packages: bool,
     res = _judge(proc.returncode, out, err, token, overflow, timed_out, cpu_s, limits, started)
     res.wall_s, res.name = wall, program.name
     return res
+
+
+_HARNESS_CACHE: dict[str, str] = {}
+_HARNESS_LOCK = threading.Lock()
+
+
+def _compiled_harness(python: str) -> str:
+    """The harness as a .pyc compiled by `python`, in a private directory of this process.
+
+    A script is compiled from source on every start (about 4 ms of the harness's 10); a .pyc
+    is not. The directory is ours (mkdtemp, mode 0700), so nobody can swap the file. Falls
+    back to the source file if compiling fails."""
+    with _HARNESS_LOCK:
+        path = _HARNESS_CACHE.get(python)
+        if path is None:
+            path = HARNESS
+            try:
+                d = tempfile.mkdtemp(prefix="codejax-sandbox-harness-")
+                atexit.register(shutil.rmtree, d, True)
+                out = os.path.join(d, "harness.pyc")
+                subprocess.run([python, "-I", "-S", "-c", "import py_compile, sys; "
+                                "py_compile.compile(sys.argv[1], cfile=sys.argv[2], doraise=True)", HARNESS, out],
+                               check=True, capture_output=True, timeout=60)
+                path = out
+            except (OSError, subprocess.SubprocessError):
+                pass
+            _HARNESS_CACHE[python] = path
+        return path
 
 
 def _communicate(proc: subprocess.Popen, payload: bytes, cap: int, deadline: float, ready_fd: int):
