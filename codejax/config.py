@@ -137,6 +137,10 @@ def base_config() -> ml_collections.ConfigDict:
         # A training run's workdir (or its checkpoints/ dir, or one step dir): evaluate its latest
         # checkpoint. The run's config.json supplies the model, tokenizer, peft and seed sections.
         checkpoint_dir="",
+        # Jobs sft/pretrain: also run this pass@k (on eval.limit problems) at every evaluation
+        # (train.eval_every). It logs eval/pass@{k}, which can be train.best_metric
+        # (train.best_mode='max') and so pick the best checkpoint and drive early stopping.
+        during_training=False,
     ))
     c.lock()
     return c

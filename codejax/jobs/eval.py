@@ -206,6 +206,32 @@ def sample_completions(model, variables, tokenizer, prompt_ids: list[list[int]],
     return samples, stats
 
 
+def pass_at_k_hook(config, model, tokenizer):
+    """`TrainTask.extra_eval` for training jobs: pass@k of the current weights on eval.limit problems.
+
+    Samples with the sampler and scores in the sandbox like the eval job, but keeps
+    nothing on disk; returns {"eval/pass@{k}": value, "eval/pass_tokens_per_s": ...}.
+    """
+    ec = config.eval
+    ks = _check(ec)
+    task = load_task(ec.task, ec.problems_path or None).limited(ec.limit)
+    prompt_ids = encode_prompts(tokenizer, [task.prompt(p, ec.mode, tokenizer) for p in task.problems], ec.mode)
+    eos_ids = _eos_ids(tokenizer, model, ec.mode, config.model.hf_path)
+
+    def hook(trainable, frozen) -> dict[str, float]:
+        variables = {**(frozen or {}), **trainable}
+        samples, stats = sample_completions(model, variables, tokenizer, prompt_ids, ec, config.seed,
+                                            task.stop_words(ec.mode), eos_ids)
+        for s in samples:
+            s["task_id"] = task.problems[s.pop("_prompt")].task_id
+        report = score(task, samples, mode=ec.mode, ks=ks, limits=Limits(timeout_s=ec.timeout_s),
+                       workers=ec.workers or None, progress=False)
+        metrics = {f"eval/{name}": float(v) for name, v in report.summary["pass_at_k"].items()}
+        metrics["eval/sampler_tokens_per_s"] = float(stats["tokens_per_s"])
+        return metrics
+    return hook
+
+
 # ----------------------------------------------------------------------------- job
 
 def _check(ec) -> tuple[int, ...]:

@@ -115,6 +115,9 @@ def train_lm(config, workdir: str) -> dict:
         make_eval_iter=data.eval, data_stats=dict(data.stats),
         flops_per_token=flops_per_token(model.cfg, config.data.seq_len, causal=True),
         parallel=par, param_axes=trainable_axes, frozen=frozen, frozen_axes=frozen_axes)
+    if config.eval.during_training:
+        from codejax.jobs.eval import pass_at_k_hook  # the eval job imports this module
+        task.extra_eval = pass_at_k_hook(config, model, tokenizer)
     summary, state = run_training(config, workdir, task)
     summary["model"] = {"family": model.cfg.family, "params": n_params}
     if peft is not None:
