@@ -185,8 +185,12 @@ def generate(model: Transformer, variables: dict, tokenizer, prompts: Sequence[s
         "out_logprobs": jnp.zeros((batch, params.max_new_tokens), jnp.float32),
     }
     stopped = np.zeros(batch, bool)
+    # Only the decoding switches are compile-time constants: another seed, stop list or n must
+    # not recompile the decode loop (the eval job samples every batch with its own seed).
+    static = SamplingParams(max_new_tokens=params.max_new_tokens, temperature=params.temperature,
+                            top_k=params.top_k, top_p=params.top_p)
     while True:
-        carry = _decode_chunk(model, variables, carry, params, eos, params.chunk_size)
+        carry = _decode_chunk(model, variables, carry, static, eos, params.chunk_size)
         done = np.asarray(carry["done"])
         if params.stop and tokenizer is not None:  # rows whose text already holds a stop string are done
             out, lengths = np.asarray(carry["out_tokens"]), np.asarray(carry["lengths"])
