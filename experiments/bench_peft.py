@@ -56,11 +56,14 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
+
+from benchinfo import machine, versions  # experiments/benchinfo.py
+
+PACKAGES = ("jax", "jaxlib", "flax", "optax")  # versions recorded with the results
 
 ALL_METHODS = ("full", "lora", "qlora", "prefix", "prompt", "dora", "ia3", "adapter")
 # Learning rates per method: prefix/prompt tuning needs far larger steps than weights do.
@@ -379,29 +382,6 @@ def markdown_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def machine() -> dict:
-    name = platform.processor() or ""
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                name = line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return {"cpu": name, "cores": os.cpu_count(), "python": platform.python_version(),
-            "loadavg_before": os.getloadavg()}
-
-
-def versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-    out = {}
-    for pkg in ("jax", "jaxlib", "flax", "optax"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
 def main(argv=None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
@@ -415,7 +395,7 @@ def main(argv=None) -> None:
 
     # The driver never imports jax: on a GPU that would claim device memory the workers need.
     start = time.perf_counter()
-    info = {"date": datetime.date.today().isoformat(), "machine": machine(), "versions": versions(),
+    info = {"date": datetime.date.today().isoformat(), "machine": machine(), "versions": versions(PACKAGES),
             "command": "python " + " ".join([os.path.relpath(os.path.abspath(__file__))] + argv)}
     runs = []
     with tempfile.TemporaryDirectory(prefix="bench_peft_") as tmp:

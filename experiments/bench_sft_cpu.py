@@ -62,11 +62,15 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
+
+from benchinfo import machine, versions  # experiments/benchinfo.py
+
+# Versions recorded with the results.
+PACKAGES = ("jax", "jaxlib", "flax", "optax", "grain", "torch", "transformers", "trl", "accelerate", "datasets")
 
 QUICK = dict(steps=3, warmup=1, seq_len=256, batch_size=2, hidden=64, layers=2, heads=4, kv_heads=2,
              intermediate=128, vocab=1024, max_files=20)
@@ -356,30 +360,6 @@ def speedups(results: list[dict]) -> dict:
     return out
 
 
-def machine() -> dict:
-    name = platform.processor() or ""
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                name = line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return {"cpu": name, "cores": os.cpu_count(), "python": platform.python_version(),
-            "loadavg_before": os.getloadavg()}
-
-
-def versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-    out = {}
-    for pkg in ("jax", "jaxlib", "flax", "optax", "grain", "torch", "transformers", "trl", "accelerate",
-                "datasets"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
 def set_priority(nice: int) -> str:
     """Give this process (a worker, alone in its own session) the niceness ``nice``.
 
@@ -438,7 +418,7 @@ def main(argv=None) -> None:
     frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()]
     if set(modes) - {"packed", "unpacked"} or set(frameworks) - {"codejax", "trl"}:
         raise SystemExit(f"--modes takes packed/unpacked, --frameworks codejax/trl; got {modes}, {frameworks}")
-    info = {"date": datetime.date.today().isoformat(), "machine": machine(), "versions": versions(),
+    info = {"date": datetime.date.today().isoformat(), "machine": machine(), "versions": versions(PACKAGES),
             "command": "python " + " ".join([os.path.relpath(__file__)] + sys.argv[1:]),
             "settings": {k: getattr(args, k) for k in SIZE_FLAGS + ("lr", "weight_decay", "threads", "seed",
                                                                  "repeats", "nice", "modes")},

@@ -16,7 +16,8 @@ Params = dict[str, Any]
 _LAYER_RE = re.compile(r"layers_(\d+)$")
 
 
-def _dummy_tokens() -> jnp.ndarray:
+def dummy_tokens() -> jnp.ndarray:
+    """The [1, 1] batch that init and shape tracing run on."""
     return jnp.zeros((1, 1), jnp.int32)
 
 
@@ -27,18 +28,18 @@ def init_params(cfg: ModelConfig, rng: jax.Array) -> Params:
     cleared while it runs; param shardings come from the caller's out_shardings.
     """
     with nn.logical_axis_rules(()):
-        return nn.unbox(Transformer(cfg).init(rng, _dummy_tokens()))["params"]
+        return nn.unbox(Transformer(cfg).init(rng, dummy_tokens()))["params"]
 
 
 def abstract_params(cfg: ModelConfig) -> Params:
     """Params as jax.ShapeDtypeStruct leaves, computed without allocating memory."""
-    boxed = jax.eval_shape(lambda: Transformer(cfg).init(jax.random.PRNGKey(0), _dummy_tokens()))
+    boxed = jax.eval_shape(lambda: Transformer(cfg).init(jax.random.PRNGKey(0), dummy_tokens()))
     return nn.unbox(boxed)["params"]
 
 
 def logical_axes(cfg: ModelConfig) -> Params:
     """The logical axis names of every parameter, as a pytree of PartitionSpecs."""
-    boxed = jax.eval_shape(lambda: Transformer(cfg).init(jax.random.PRNGKey(0), _dummy_tokens()))
+    boxed = jax.eval_shape(lambda: Transformer(cfg).init(jax.random.PRNGKey(0), dummy_tokens()))
     return nn.get_partition_spec(boxed)["params"]
 
 

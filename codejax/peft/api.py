@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from flax import traverse_util
 
 from codejax.models.config import ModelConfig
-from codejax.models.params import Params, abstract_params
+from codejax.models.params import Params, abstract_params, dummy_tokens
 from codejax.models.transformer import Transformer
 from codejax.peft import nf4
 from codejax.peft.spec import LAYER_PROJECTIONS
@@ -24,14 +24,10 @@ from codejax.peft.spec import LAYER_PROJECTIONS
 MERGEABLE = ("lora", "qlora", "dora", "ia3")
 
 
-def _dummy_tokens():
-    return jnp.zeros((1, 1), jnp.int32)
-
-
 def _create(model: Transformer, base: Params, rng: jax.Array) -> dict:
     collection = _collection(model)
     with nn.logical_axis_rules(()):  # the [1, 1] dummy batch cannot follow activation rules
-        _, variables = model.apply({"params": base}, _dummy_tokens(), mutable=[collection],
+        _, variables = model.apply({"params": base}, dummy_tokens(), mutable=[collection],
                                    rngs={"params": rng})
     return {collection: variables[collection]}
 

@@ -57,6 +57,7 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 _PREFIX = "base_model.model."  # PEFT's wrapper (PeftModel -> LoraModel/IA3Model) around the torch model
 _PROMPT_KEY = "prompt_embeddings"
 _PEFT_TYPES = {"lora": "LORA", "qlora": "LORA", "dora": "LORA", "ia3": "IA3", "prompt": "PROMPT_TUNING"}
+EXPORTABLE = tuple(_PEFT_TYPES)  # the codejax methods HF PEFT has a format for
 _SUFFIX = {"lora_a": "lora_A.weight", "lora_b": "lora_B.weight", "lora_magnitude": "lora_magnitude_vector",
            "ia3_scale": "ia3_l"}
 _PROJECTIONS = LAYER_PROJECTIONS + ("lm_head",)

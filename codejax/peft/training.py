@@ -20,12 +20,10 @@ from codejax.models.config import ModelConfig
 from codejax.parallel import Parallel
 from codejax.peft.api import (MERGEABLE, adapter_axes, count_params, init_adapters, merge, quantize_base,
                               quantized_axes)
-from codejax.peft.hf_peft import load_hf_adapter, save_hf_adapter
+from codejax.peft.hf_peft import EXPORTABLE, load_hf_adapter, save_hf_adapter
 from codejax.peft.spec import PeftSpec, spec_from_config
 
 log = logging.getLogger(__name__)
-
-HF_EXPORTABLE = ("lora", "qlora", "dora", "ia3", "prompt")  # methods HF PEFT has a format for
 
 
 @dataclasses.dataclass
@@ -90,7 +88,7 @@ def export_peft(config, setup: PeftSetup, adapters: dict, workdir: str, tokenize
     """Write WORKDIR/adapter (HF PEFT format) and, with train.export_hf, the merged WORKDIR/hf_model."""
     out = {}
     spec = setup.model.peft
-    if config.peft.export_adapter and spec.method in HF_EXPORTABLE:
+    if config.peft.export_adapter and spec.method in EXPORTABLE:
         out["adapter"] = os.path.join(workdir, "adapter")
         save_hf_adapter(out["adapter"], setup.model, adapters,
                         base_model_name_or_path=config.model.hf_path or None)

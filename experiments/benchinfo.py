@@ -1,0 +1,31 @@
+"""Machine and package facts every benchmark records next to its figures (imported by the bench scripts)."""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
+
+
+def machine() -> dict:
+    """CPU model, core count, Python and kernel versions, and the load average right now."""
+    name = platform.processor() or ""
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                name = line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return {"cpu": name, "cores": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release(),
+            "loadavg_before": os.getloadavg()}
+
+
+def versions(packages) -> dict:
+    """Installed version of each package (None when it is not installed)."""
+    out = {}
+    for pkg in packages:
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
