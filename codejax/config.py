@@ -142,6 +142,48 @@ def base_config() -> ml_collections.ConfigDict:
         # (train.best_mode='max') and so pick the best checkpoint and drive early stopping.
         during_training=False,
     ))
+
+    # Jobs `reward` and `dpo` read preference rows from data.train_paths/eval_paths:
+    # {prompt, chosen, rejected} with text or chat-message values, or {chosen, rejected}
+    # conversations sharing every turn but the last (see codejax/rl/preference_data.py).
+    c.preference = ml_collections.ConfigDict(dict(
+        prompt_field="prompt", chosen_field="chosen", rejected_field="rejected",
+        max_prompt_len=0,  # keep the last N prompt tokens; 0 = data.seq_len // 2
+        margin_field="",  # reward job: a per-row margin column for the Bradley-Terry loss ('' = none)
+        center_coef=0.0,  # reward job: coef * mean((r_chosen + r_rejected)^2) keeps rewards centred at 0
+        # dpo job
+        loss_type="sigmoid",  # sigmoid | ipo | hinge | robust | simpo | orpo
+        beta=0.1, label_smoothing=0.0, simpo_gamma=0.5,
+        orpo_alpha=1.0,  # ORPO: NLL(chosen) + orpo_alpha * odds-ratio loss  (TRL's beta)
+        precompute_ref=False,  # compute the reference log-probs once, up front, instead of every step
+    ))
+
+    # Jobs `grpo` (also RLOO) and `ppo`: sample completions for prompts, score them with reward
+    # functions, and update the policy on those rollouts (see codejax/rl).
+    c.rl = ml_collections.ConfigDict(dict(
+        prompts_path="",  # JSONL of {prompt, ...columns the reward functions read}; '' = the built-in task
+        builtin_task="arith_functions",  # used when prompts_path is '' (codejax/rl/tasks.py)
+        eval_fraction=0.1,  # prompts held out for the eval reward
+        chat=False,  # wrap prompts in the chat template
+        # comma-separated registered reward functions (codejax/rl/rewards.py), with weights
+        rewards="unit_tests", reward_weights="",
+        reward_model="",  # workdir of a `reward` job: adds its score as the reward "reward_model"
+        ensemble="sum",  # sum (weighted) | mean | min: how several rewards combine; min resists hacking
+        missing_eos_penalty=0.0,  # subtracted when a completion hits max_new_tokens without EOS/stop
+        prompts_per_step=8, group_size=8,  # rollouts per step = prompts x group
+        max_new_tokens=64, temperature=1.0, top_p=1.0, top_k=0, stop="",  # stop: '|'-separated strings
+        epochs=1, minibatches=1,  # passes and minibatches over each step's rollouts
+        algorithm="grpo",  # grpo job: grpo | rloo
+        loss_agg="grpo",  # grpo | bnpo | dr_grpo | dapo
+        clip_eps=0.2, clip_eps_high=0.0,  # high 0 = clip_eps (symmetric)
+        scale_rewards=True,  # grpo: divide by the group std (False = Dr. GRPO)
+        mask_truncated=False,  # drop completions that hit max_new_tokens from the loss
+        kl_coef=0.0, kl_estimator="k3",  # k1 | k3 (| k2); grpo adds beta*KL to the loss, ppo to the reward
+        adaptive_kl=False, kl_target=6.0, kl_horizon=10000,  # ppo: Ziegler et al.'s controller
+        gamma=1.0, lam=0.95, vf_coef=0.1, value_clip=0.2, whiten_rewards=False,  # ppo
+        value_head="shared",  # ppo: shared (head on the policy trunk) | separate (own copy of the model)
+        sandbox_timeout_s=5.0, sandbox_workers=0,  # execution rewards; 0 workers = CPU count
+    ))
     c.lock()
     return c
 
