@@ -96,18 +96,26 @@ def evaluate(eval_step, params, make_eval_iter, max_batches: int = 0) -> dict[st
     Returns {} (with a warning) when the eval set has no loss tokens, rather
     than a loss of 0 that would look like a perfect model.
     """
-    loss_sum, weight_sum = 0.0, 0.0
+    loss_sum, weight_sum, sums = 0.0, 0.0, {}
     for i, batch in enumerate(make_eval_iter()):
         if max_batches and i >= max_batches:
             break
-        s, w = eval_step(params, batch)
+        s, w, batch_sums = jax.device_get(eval_step(params, batch))
         loss_sum, weight_sum = loss_sum + float(s), weight_sum + float(w)
+        for k, v in batch_sums.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
     if weight_sum == 0:
         log.warning("the eval set has no loss tokens (every example dropped? see the data stats); "
                     "no eval metrics this time")
         return {}
     loss = loss_sum / weight_sum
-    return {"eval/loss": loss, "eval/perplexity": math.exp(min(loss, 50.0)), "eval/tokens": weight_sum}
+    return {"eval/loss": loss, "eval/perplexity": math.exp(min(loss, 50.0)), "eval/tokens": weight_sum,
+            **{f"eval/{k}": v / weight_sum for k, v in sums.items()}}
+
+
+def count_tokens(batch: dict) -> int:
+    """Real (non-padding) positions in a batch: every `*segment_ids` array counts (pairs have two)."""
+    return int(sum(np.sum(v > 0) for k, v in batch.items() if k.endswith("segment_ids")))
 
 
 class _StopSignal:
@@ -233,10 +241,10 @@ def run_training(config, workdir: str, task: TrainTask) -> tuple[dict[str, Any],
                 break
             state, metrics = train_step(state, place(batch), frozen)
             step += 1
-            n_tokens = int(np.sum(batch["segment_ids"] > 0))
+            n_tokens = count_tokens(batch)
             tokens_seen += n_tokens
             window_tokens += n_tokens
-            window_positions += batch["segment_ids"].size
+            window_positions += sum(v.size for k, v in batch.items() if k.endswith("segment_ids"))
             bar.update(1)
 
             if step % tc.log_every == 0 or step == tc.steps:

@@ -1,8 +1,10 @@
 """Train and eval steps: pure functions `(state, batch, frozen) -> (state, metrics)`, jitted with donation.
 
 A loss function has the signature `loss_fn(variables, batch, rng) -> (loss_sum, weight_sum)`:
-a weighted sum over tokens (or examples) and the sum of weights. Every job (LM,
-DPO, reward, ...) supplies one; the step, accumulation and optimizer are shared.
+a weighted sum over tokens (or examples) and the sum of weights. It may return a third
+item, a dict of metric *sums* over the same weights (DPO's reward accuracy, say), which
+the step reports divided by the total weight, like the loss. Every job (LM, DPO,
+reward, ...) supplies one; the step, accumulation and optimizer are shared.
 
 `variables` is a Flax variables dict. The trainable collections live in
 state["params"] (full fine-tuning: {"params": weights}; LoRA: {"lora": ...});
@@ -22,7 +24,12 @@ import optax
 from codejax.losses import token_cross_entropy
 
 TrainState = dict[str, Any]  # {"step", "params", "opt_state", "rng"}
-LossFn = Callable[[Any, dict, jax.Array | None], tuple[jax.Array, jax.Array]]
+LossFn = Callable[[Any, dict, jax.Array | None], tuple]  # (loss_sum, weight_sum[, metric_sums])
+
+
+def with_metric_sums(out: tuple) -> tuple[jax.Array, jax.Array, dict]:
+    """A loss function's output as (loss_sum, weight_sum, metric_sums), {} when it has none."""
+    return (out[0], out[1], out[2]) if len(out) == 3 else (out[0], out[1], {})
 
 
 def combine(trainable: dict, frozen: dict | None) -> dict:
@@ -54,27 +61,31 @@ def accumulated_grads(loss_fn: LossFn, params, batch: dict, rng: jax.Array, grad
     Each micro-batch contributes the gradient of its loss *sum*; dividing the
     total by the total weight afterwards gives exactly the large-batch
     gradient of the per-token mean, whatever the token counts per piece.
-    Gradients are taken with respect to `params` only, never `frozen`.
+    Gradients are taken with respect to `params` only, never `frozen`. Returns
+    (mean loss, weight_sum, grads, mean metrics).
     """
-    grad_fn = jax.value_and_grad(lambda p, b, r: loss_fn(combine(p, frozen), b, r), has_aux=True)
+    def split_loss(p, b, r):
+        loss_sum, weight_sum, sums = with_metric_sums(loss_fn(combine(p, frozen), b, r))
+        return loss_sum, (weight_sum, sums)
+
+    grad_fn = jax.value_and_grad(split_loss, has_aux=True)
     if grad_accum_steps == 1:
-        (loss_sum, weight_sum), grads = grad_fn(params, batch, rng)
+        (loss_sum, (weight_sum, sums)), grads = grad_fn(params, batch, rng)
     else:
         micro = _split_micro_batches(batch, grad_accum_steps)
         rngs = jax.random.split(rng, grad_accum_steps)
 
         def body(carry, xs):
             mb, r = xs
-            (l_sum, w_sum), g = grad_fn(params, mb, r)
-            g_acc, l_acc, w_acc = carry
-            return (jax.tree_util.tree_map(jnp.add, g_acc, g), l_acc + l_sum, w_acc + w_sum), None
+            out, g = grad_fn(params, mb, r)
+            return jax.tree_util.tree_map(jnp.add, carry, (g, out)), None
 
-        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
-        (grads, loss_sum, weight_sum), _ = jax.lax.scan(
-            body, (zeros, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)), (micro, rngs))
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, (params, jax.eval_shape(
+            lambda: grad_fn(params, jax.tree_util.tree_map(lambda x: x[0], micro), rngs[0])[0])))
+        (grads, (loss_sum, (weight_sum, sums))), _ = jax.lax.scan(body, zeros, (micro, rngs))
     denom = jnp.maximum(weight_sum, 1.0)
     grads = jax.tree_util.tree_map(lambda g: g / denom.astype(g.dtype), grads)
-    return loss_sum / denom, weight_sum, grads
+    return loss_sum / denom, weight_sum, grads, {k: v / denom for k, v in sums.items()}
 
 
 def _jit(fn, parallel, in_shardings, out_shardings, donate: bool):
@@ -103,12 +114,12 @@ def make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, sc
 
     def train_step(state: TrainState, batch: dict, frozen: dict):
         rng, step_rng = jax.random.split(state["rng"])
-        loss, weight_sum, grads = accumulated_grads(loss_fn, state["params"], batch, step_rng,
-                                                    grad_accum_steps, frozen)
+        loss, weight_sum, grads, extra = accumulated_grads(loss_fn, state["params"], batch, step_rng,
+                                                           grad_accum_steps, frozen)
         updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
-                   "lr": schedule(state["step"]), "loss_tokens": weight_sum}
+                   "lr": schedule(state["step"]), "loss_tokens": weight_sum, **extra}
         new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state, "rng": rng}
         return new_state, metrics
 
@@ -129,10 +140,10 @@ def _frozen_optional(step):
 
 def make_eval_step(loss_fn: LossFn, jit: bool = True, parallel=None, param_shardings=None,
                    frozen_shardings=None):
-    """Build `eval_step(params, batch, frozen) -> (loss_sum, weight_sum)` (deterministic: rng None)."""
+    """Build `eval_step(params, batch, frozen) -> (loss_sum, weight_sum, metric_sums)` (deterministic: rng None)."""
 
     def eval_step(params, batch, frozen):
-        return loss_fn(combine(params, frozen), batch, None)
+        return with_metric_sums(loss_fn(combine(params, frozen), batch, None))
 
     if not jit:
         return _frozen_optional(eval_step)

@@ -73,8 +73,8 @@ def test_gradient_accumulation_equals_large_batch():
     assert int(s4["step"]) == 2
     # The gradients themselves agree to float32 precision.
     loss_fn, rng = lm_loss_fn(model), jax.random.PRNGKey(0)
-    _, _, g1 = accumulated_grads(loss_fn, {"params": params}, batch, rng, 1)
-    _, _, g4 = accumulated_grads(loss_fn, {"params": params}, batch, rng, 4)
+    _, _, g1, _ = accumulated_grads(loss_fn, {"params": params}, batch, rng, 1)
+    _, _, g4, _ = accumulated_grads(loss_fn, {"params": params}, batch, rng, 4)
     for a, b in zip(jax.tree_util.tree_leaves(g4), jax.tree_util.tree_leaves(g1)):
         np.testing.assert_allclose(a, b, atol=1e-7, rtol=1e-4)
 
@@ -86,11 +86,11 @@ def test_mean_of_means_would_differ():
     params = init_params(cfg, jax.random.PRNGKey(0))
     batch = _batch(np.random.default_rng(0))
     eval_step = make_eval_step(lm_loss_fn(model))
-    loss_sum, count = eval_step({"params": params}, batch)
+    loss_sum, count, _ = eval_step({"params": params}, batch)
     means = []
     for i in range(4):
         mb = {k: v[2 * i: 2 * i + 2] for k, v in batch.items()}
-        s, c = eval_step({"params": params}, mb)
+        s, c, _ = eval_step({"params": params}, mb)
         means.append(float(s) / float(c))
     assert abs(np.mean(means) - float(loss_sum) / float(count)) > 1e-4
 
@@ -107,3 +107,27 @@ def test_training_reduces_loss_on_a_repeated_batch():
         state, metrics = step(state, batch)
         losses.append(float(metrics["loss"]))
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_metric_sums_are_weight_averaged_across_micro_batches():
+    """A loss fn's third output (metric sums) comes out as a weight-weighted mean, whatever the accumulation."""
+    cfg = tiny_config("llama")
+    model = Transformer(cfg)
+    params = init_params(cfg, jax.random.PRNGKey(0))
+    batch = _batch(np.random.default_rng(1))
+    lm = lm_loss_fn(model)
+
+    def loss_fn(variables, b, rng):
+        loss_sum, weight_sum = lm(variables, b, rng)
+        # Per-row token counts weighted by themselves: a metric whose mean is not the mean of means.
+        per_row = b["weights"].sum(-1)
+        return loss_sum, weight_sum, {"row_tokens": jnp.sum(per_row * per_row)}
+
+    w = np.asarray(batch["weights"]).sum(-1)
+    expected = float(np.sum(w * w) / np.sum(w))
+    rng = jax.random.PRNGKey(0)
+    for accum in (1, 4):
+        _, _, _, metrics = accumulated_grads(loss_fn, {"params": params}, batch, rng, accum)
+        np.testing.assert_allclose(float(metrics["row_tokens"]), expected, rtol=1e-6)
+    _, _, sums = make_eval_step(loss_fn)({"params": params}, batch)
+    np.testing.assert_allclose(float(sums["row_tokens"]), float(np.sum(w * w)), rtol=1e-6)
