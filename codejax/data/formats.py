@@ -163,7 +163,7 @@ def parse_messages(row: dict, where: str) -> list[dict[str, str]]:
     return parsed
 
 
-def _encode(tokenizer, texts: Sequence[str]) -> list[list[int]]:
+def encode_texts(tokenizer, texts: Sequence[str]) -> list[list[int]]:
     """Batch-encode without the tokenizer's own specials (we place BOS/EOS ourselves)."""
     if not texts:
         return []
@@ -184,10 +184,10 @@ def tokenize_parsed(spec: FormatSpec, tokenizer, parsed: Sequence[Parsed]) -> li
     bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
     if spec.fmt == "text":
         return [_example(bos + ids + [eos], [1] * (len(bos) + len(ids) + 1))
-                for ids in _encode(tokenizer, parsed)]
+                for ids in encode_texts(tokenizer, parsed)]
     if spec.fmt in ("alpaca", "prompt_completion"):
-        prompts = _encode(tokenizer, [p for p, _ in parsed])
-        completions = _encode(tokenizer, [c for _, c in parsed])
+        prompts = encode_texts(tokenizer, [p for p, _ in parsed])
+        completions = encode_texts(tokenizer, [c for _, c in parsed])
         return [_example(bos + p + c + [eos], [0] * (len(bos) + len(p)) + [1] * (len(c) + 1))
                 for p, c in zip(prompts, completions)]
     return _tokenize_chats(tokenizer, parsed)

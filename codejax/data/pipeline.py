@@ -96,7 +96,7 @@ def load_examples(paths, spec: FormatSpec, tokenizer, *, hf_split: str,
     return TokenizedExamples.from_examples(examples), rows_read
 
 
-def _shuffle_seed(seed: int) -> int:
+def mixed_seed(seed: int) -> int:
     """A 32-bit seed for grain's shuffle, mixed so that nearby seeds are unrelated.
 
     grain shuffles epoch ``e`` with ``seed + e``; feeding it the user's seed directly would
@@ -118,7 +118,7 @@ def _rows(examples: TokenizedExamples, *, seq_len: int, pad_id: int, pack: bool,
     return ds.map(functools.partial(pad_row, seq_len=seq_len, pad_id=pad_id))
 
 
-class _StateCheckedIterator(grain.DatasetIterator):
+class StateCheckedIterator(grain.DatasetIterator):
     """Passes batches through; tags the state so it cannot be restored into other data."""
 
     def __init__(self, parent: grain.DatasetIterator, fingerprint: str):
@@ -140,13 +140,13 @@ class _StateCheckedIterator(grain.DatasetIterator):
         self._parent.set_state(state["pipeline"])
 
 
-class _StateCheckedIterDataset(grain.IterDataset):
+class StateCheckedIterDataset(grain.IterDataset):
     def __init__(self, parent: grain.IterDataset, fingerprint: str):
         super().__init__(parent)
         self._fingerprint = fingerprint
 
-    def __iter__(self) -> _StateCheckedIterator:
-        return _StateCheckedIterator(self._parent.__iter__(), self._fingerprint)
+    def __iter__(self) -> StateCheckedIterator:
+        return StateCheckedIterator(self._parent.__iter__(), self._fingerprint)
 
     def __str__(self) -> str:
         return f"StateCheckedIterDataset(fingerprint={self._fingerprint})"
@@ -245,8 +245,8 @@ def build_datasets(*, tokenizer, train_paths, eval_paths=None, fmt: str, seq_len
     fingerprint = hashlib.blake2b(json.dumps(config, sort_keys=True).encode(),
                                   digest_size=8).hexdigest()
     rows = _rows(train, seq_len=seq_len, pad_id=pad_id, pack=pack, num_bins=batch_size,
-                 shuffle_seed=_shuffle_seed(seed) if shuffle else None, num_epochs=num_epochs)
-    train_ds = _StateCheckedIterDataset(rows.batch(batch_size, drop_remainder=True), fingerprint)
+                 shuffle_seed=mixed_seed(seed) if shuffle else None, num_epochs=num_epochs)
+    train_ds = StateCheckedIterDataset(rows.batch(batch_size, drop_remainder=True), fingerprint)
     logger.info("Data: %s", dict(stats))
     return Datasets(train=train_ds, eval=eval_fn, stats={k: int(v) for k, v in stats.items()},
                     pad_id=int(pad_id), seq_len=seq_len)

@@ -17,6 +17,8 @@ _JOB_MODULES = {
     "sft": "codejax.jobs.lm",
     "quickstart": "codejax.jobs.quickstart",
     "eval": "codejax.jobs.eval",
+    "reward": "codejax.jobs.preference",
+    "dpo": "codejax.jobs.preference",
 }
 
 

@@ -6,6 +6,7 @@ SFT reads alpaca, prompt/completion or chat rows and trains on completions only.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 
@@ -18,7 +19,7 @@ from codejax.models import (ModelConfig, Transformer, abstract_params, count_lea
                             flops_per_token, init_params, load_hf_params, logical_axes, preset_config,
                             read_hf_config, save_hf)
 from codejax.parallel import Parallel, check_divisible, parallel_from_config
-from codejax.peft.training import export_peft, prepare_peft, resolve_spec
+from codejax.peft.training import PeftSetup, export_peft, prepare_peft, resolve_spec
 from codejax.models.config import tiny_config
 from codejax.train.loop import TrainTask, run_training
 from codejax.train.step import lm_loss_fn
@@ -93,42 +94,72 @@ def build_data(config, tokenizer):
         prompt_template=dc.prompt_template or None, hf_split=dc.hf_split)
 
 
-def train_lm(config, workdir: str) -> dict:
-    tokenizer = load_tokenizer(config)
-    par = parallel_from_config(config.parallel)
+@dataclasses.dataclass
+class TrainableModel:
+    """The model a job trains: full fine-tuning, or a PEFT adapter on a frozen base."""
+
+    model: Transformer
+    trainable: dict  # {"params": weights} or {adapter collection: adapters}
+    trainable_axes: dict
+    frozen: dict | None  # {"params": base} with PEFT, else None
+    frozen_axes: dict | None
+    peft: PeftSetup | None
+    num_params: int  # of the (dense) base model
+
+
+def build_trainable(config, tokenizer, par: Parallel) -> TrainableModel:
+    """Model config, params (created or loaded in their shardings), and PEFT set-up from config.peft."""
     cfg = model_config(config, tokenizer)
     spec, loaded_adapters = resolve_spec(config, cfg, tokenizer)  # fails fast on a bad PEFT config
     params = build_params(config, cfg, par)
     n_params = count_leaves(params)  # before QLoRA's quantisation consumes the dense base
+    if spec.method == "none":  # full fine-tuning: every weight trains
+        return TrainableModel(Transformer(cfg), {"params": params}, {"params": logical_axes(cfg)}, None, None,
+                              None, n_params)
+    # The base is frozen; only the adapter trains and is checkpointed.
+    peft = prepare_peft(config, spec, cfg, params, logical_axes(cfg), par, loaded_adapters)
+    return TrainableModel(peft.model, peft.trainable, peft.trainable_axes, peft.frozen, peft.frozen_axes, peft,
+                          n_params)
+
+
+def export_trained(config, tm: TrainableModel, trained: dict, workdir: str, tokenizer) -> dict:
+    """At the end of a run: the HF PEFT adapter (PEFT) and/or, with train.export_hf, the HF model."""
+    if jax.process_index() != 0:
+        return {}
+    if tm.peft is not None:
+        return export_peft(config, tm.peft, trained, workdir, tokenizer)
+    if config.train.export_hf:
+        path = os.path.join(workdir, "hf_model")
+        save_hf(path, tm.model.cfg, trained["params"], tokenizer=tokenizer)
+        return {"hf_model": path}
+    return {}
+
+
+def train_lm(config, workdir: str) -> dict:
+    tokenizer = load_tokenizer(config)
+    par = parallel_from_config(config.parallel)
+    tm = build_trainable(config, tokenizer, par)
     data = build_data(config, tokenizer)
     log.info("data: %s", data.stats)
-    peft = None
-    if spec.method == "none":  # full fine-tuning: every weight trains
-        model, trainable, trainable_axes, frozen, frozen_axes = (
-            Transformer(cfg), {"params": params}, {"params": logical_axes(cfg)}, None, None)
-    else:  # the base is frozen; only the adapter trains and is checkpointed
-        peft = prepare_peft(config, spec, cfg, params, logical_axes(cfg), par, loaded_adapters)
-        model, trainable, trainable_axes, frozen, frozen_axes = (
-            peft.model, peft.trainable, peft.trainable_axes, peft.frozen, peft.frozen_axes)
     task = TrainTask(
-        loss_fn=lm_loss_fn(model), params=trainable, train_iter=iter(data.train),
+        loss_fn=lm_loss_fn(tm.model), params=tm.trainable, train_iter=iter(data.train),
         make_eval_iter=data.eval, data_stats=dict(data.stats),
-        flops_per_token=flops_per_token(model.cfg, config.data.seq_len, causal=True),
-        parallel=par, param_axes=trainable_axes, frozen=frozen, frozen_axes=frozen_axes)
+        flops_per_token=flops_per_token(tm.model.cfg, config.data.seq_len, causal=True),
+        parallel=par, param_axes=tm.trainable_axes, frozen=tm.frozen, frozen_axes=tm.frozen_axes)
     if config.eval.during_training:
         from codejax.jobs.eval import pass_at_k_hook  # the eval job imports this module
-        task.extra_eval = pass_at_k_hook(config, model, tokenizer)
+        task.extra_eval = pass_at_k_hook(config, tm.model, tokenizer)
     summary, state = run_training(config, workdir, task)
-    summary["model"] = {"family": model.cfg.family, "params": n_params}
-    if peft is not None:
-        summary["peft"] = peft.stats
-    finished = summary["stop_reason"] != "SIGTERM"  # never spend a preemption's grace period exporting
-    if finished and jax.process_index() == 0:
-        if peft is not None:
-            summary.update(export_peft(config, peft, state["params"], workdir, tokenizer))
-        elif config.train.export_hf:
-            summary["hf_model"] = os.path.join(workdir, "hf_model")
-            save_hf(summary["hf_model"], model.cfg, state["params"]["params"], tokenizer=tokenizer)
+    return finish(config, tm, summary, state, workdir, tokenizer)
+
+
+def finish(config, tm: TrainableModel, summary: dict, state: dict, workdir: str, tokenizer) -> dict:
+    """Add the model facts to the summary and export, unless preempted."""
+    summary["model"] = {"family": tm.model.cfg.family, "params": tm.num_params}
+    if tm.peft is not None:
+        summary["peft"] = tm.peft.stats
+    if summary["stop_reason"] != "SIGTERM":  # never spend a preemption's grace period exporting
+        summary.update(export_trained(config, tm, state["params"], workdir, tokenizer))
     return summary
 
 
