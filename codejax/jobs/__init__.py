@@ -19,6 +19,8 @@ _JOB_MODULES = {
     "eval": "codejax.jobs.eval",
     "reward": "codejax.jobs.preference",
     "dpo": "codejax.jobs.preference",
+    "grpo": "codejax.jobs.rl",
+    "ppo": "codejax.jobs.rl",
 }
 
 

@@ -396,7 +396,7 @@ class Transformer(nn.Module):
     0..seq-1; segment_ids default to all ones. Packed sequences use a distinct
     segment id per example and per-example positions; padding uses segment 0.
     With return_hidden=True the final-norm hidden states are returned instead
-    (reward and value heads read them).
+    (reward and value heads read them); with return_hidden="both", (logits, hidden).
 
     `peft` (a codejax.peft.PeftSpec) adds a parameter-efficient method whose
     variables live in their own collection; see codejax/peft/spec.py.
@@ -451,7 +451,7 @@ class Transformer(nn.Module):
         x = _norm(cfg, "norm")(x)
         if prompt is not None:  # outputs only for the real tokens
             x = x[:, prompt.shape[0]:]
-        if return_hidden:
+        if return_hidden is True:
             return x if cache is None else (x, cache)
         if cfg.tie_embeddings:
             logits = embed.attend(x)
@@ -460,6 +460,8 @@ class Transformer(nn.Module):
                                 peft=spec, name="lm_head")(x)
         logits = nn.with_logical_constraint(
             logits, ("activation_batch", "activation_length", "activation_vocab"))
+        if return_hidden == "both":  # one pass for PPO's policy and shared value head
+            return logits.astype(jnp.float32), x
         return logits.astype(jnp.float32) if cache is None else (logits.astype(jnp.float32), cache)
 
     def _soft_prompt(self, embed: nn.Embed):

@@ -1,0 +1,100 @@
+"""Rollouts: prompts -> sampled completions -> rewards -> one fixed-shape training batch.
+
+Layout of a rollout batch (N = prompts x group_size rows). Each row is the prompt
+left-padded to P tokens, then the completion, right-padded to T = max_new_tokens:
+
+    full   = [pad .. pad, prompt (<= P) | completion (<= T), pad ..]       [N, P + T]
+    inputs = full[:, :-1], targets = full[:, 1:]                            [N, P + T - 1]
+
+so completion token t is target position P - 1 + t in every row, and every per-token
+quantity (log-probs, advantages, values, the mask) lives in a [N, T] *completion view*
+whose valid tokens are a prefix of each row: what GAE and the loss aggregations expect.
+Positions count real tokens only and padding has segment id 0, exactly as in the sampler,
+so the training forward pass computes the numbers the sampler did.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from codejax.rl.rewards import as_array, combine_rewards, get_reward
+
+log = logging.getLogger(__name__)
+
+NON_MODEL_COLLECTIONS = ("score_head", "value_params", "ref")  # value heads, a value model, a frozen reference
+
+
+def model_variables(variables: dict) -> dict:
+    """What the Transformer reads: the variables minus value heads and separate value models."""
+    return {k: v for k, v in variables.items() if k not in NON_MODEL_COLLECTIONS}
+
+
+def rollout_batch(prompt_ids: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], prompt_len: int,
+                  max_new_tokens: int, pad_id: int) -> dict[str, np.ndarray]:
+    """The training rows of N (prompt, completion) pairs; see the module docstring.
+
+    Prompts longer than `prompt_len` keep their last `prompt_len` tokens (the sampler saw them
+    whole, so log-probs may then differ slightly; the job sizes P to the longest prompt).
+    """
+    n, width = len(completions), prompt_len + max_new_tokens
+    full = np.full((n, width), pad_id, np.int32)
+    valid = np.zeros((n, width), bool)
+    mask = np.zeros((n, max_new_tokens), np.float32)
+    for i, (p, c) in enumerate(zip(prompt_ids, completions)):
+        p, c = list(p)[-prompt_len:], list(c)[:max_new_tokens]
+        full[i, prompt_len - len(p):prompt_len] = p
+        full[i, prompt_len:prompt_len + len(c)] = c
+        valid[i, prompt_len - len(p):prompt_len + len(c)] = True
+        mask[i, :len(c)] = 1.0
+    positions = np.maximum(np.cumsum(valid, axis=1) - 1, 0).astype(np.int32)
+    return {"inputs": full[:, :-1], "targets": full[:, 1:], "positions": positions[:, :-1],
+            "segment_ids": valid[:, :-1].astype(np.int32), "mask": mask}
+
+
+def completion_view(x: jax.Array, prompt_len: int) -> jax.Array:
+    """[N, P + T - 1, ...] row quantities -> [N, T, ...] at the completion's target positions."""
+    return x[:, prompt_len - 1:]
+
+
+def token_logprobs(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return jnp.take_along_axis(logp, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
+
+
+# ----------------------------------------------------------------------------------- rewards
+
+@dataclasses.dataclass
+class RewardSpec:
+    """Named reward functions with weights, how they combine, and the missing-EOS penalty."""
+
+    fns: dict[str, Callable]
+    weights: dict[str, float]
+    ensemble: str = "sum"
+    missing_eos_penalty: float = 0.0
+
+    @classmethod
+    def from_config(cls, rc, extra: dict[str, Callable] | None = None) -> "RewardSpec":
+        names = [n.strip() for n in rc.rewards.split(",") if n.strip()]
+        weights = [float(w) for w in rc.reward_weights.split(",") if w.strip()] or [1.0] * len(names)
+        if len(weights) != len(names):
+            raise ValueError(f"rl.reward_weights has {len(weights)} values for {len(names)} rl.rewards ({names})")
+        fns = {name: get_reward(name) for name in names}
+        weights = dict(zip(names, weights))
+        for name, fn in (extra or {}).items():
+            fns[name], weights[name] = fn, 1.0
+        if not fns:
+            raise ValueError("no rewards: set rl.rewards (e.g. 'unit_tests') and/or rl.reward_model")
+        return cls(fns, weights, rc.ensemble, rc.missing_eos_penalty)
+
+    def __call__(self, prompts: list[str], completions: list[str], columns: dict[str, list],
+                 finish_reasons: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """(total [N], {name: raw [N]}) with NaN where a function said None."""
+        parts = {name: as_array(fn(prompts, completions, **columns)) for name, fn in self.fns.items()}
+        total = combine_rewards(parts, self.weights, mode=self.ensemble)
+        truncated = np.asarray([r == "length" for r in finish_reasons])
+        return total - self.missing_eos_penalty * truncated, parts
