@@ -79,7 +79,9 @@ def reward_model_fn(config, tokenizer, run_dir: str):
     rm_config = with_run_config(config, run_dir)
     par = parallel_from_config(rm_config.parallel)
     tm = build_trainable(rm_config, tokenizer, par)
-    target = {**tm.trainable, rm.HEAD: rm.init_score_head(tm.model.cfg.hidden_size, jax.random.PRNGKey(0))}
+    head = jax.device_put(rm.init_score_head(tm.model.cfg.hidden_size, jax.random.PRNGKey(0)),
+                          par.param_shardings(rm.score_head_axes()))
+    target = {**tm.trainable, rm.HEAD: head}
     trained = restore_trainable(step_dir, target)
     variables = {**(tm.frozen or {}), **trained}
     log.info("reward model: %s step %d", run_dir, step)

@@ -36,6 +36,18 @@ def test_reward_model_reaches_90_percent_held_out_accuracy(arith_dir, tmp_path):
     assert summary["last_eval"]["eval/accuracy"] >= 0.9, evals
     assert summary["last_eval"]["eval/rewards/margin"] > 0
 
+    # The trained model as an RL reward (rl.reward_model): it ranks the held-out pairs from its checkpoint.
+    from codejax.jobs.rl import reward_model_fn
+    from codejax.rl.tasks import arith_pairs
+    import transformers
+    tokenizer = transformers.AutoTokenizer.from_pretrained(config.tokenizer.path)
+    score = reward_model_fn(config, tokenizer, str(tmp_path))
+    pairs = arith_pairs(64, seed=2)
+    prompts = [p["prompt"] for p in pairs]
+    chosen = score(prompts, [p["chosen"] for p in pairs])
+    rejected = score(prompts, [p["rejected"] for p in pairs])
+    assert np.mean(np.asarray(chosen) > np.asarray(rejected)) >= 0.9
+
 
 def test_dpo_starts_at_log2_and_raises_held_out_accuracy_and_margin(arith_dir, tmp_path):
     config = _config("dpo", arith_dir, train__eval_at_start=True)
