@@ -34,6 +34,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 
 import grain
+import jax.numpy as jnp
 import numpy as np
 
 from codejax.data import errors, sources
@@ -323,18 +324,17 @@ def build_pair_datasets(*, tokenizer, train_paths, eval_paths=None, seq_len: int
     fingerprint = hashlib.blake2b(json.dumps(dict(data=digest.hexdigest(), seq_len=seq_len, batch=batch_size,
                                                   seed=seed, shuffle=shuffle, shift=shift)).encode(),
                                   digest_size=8).hexdigest()
-    eval_fn = None
-    if held_out:
-        eval_rows, eval_batch = rows(held_out), eval_batch_size or batch_size
-        filler = padding_pair(seq_len, pad_id)
-        if eval_rows and extra is not None:  # padding pairs need the extra keys too, as zeros
-            filler.update({k: np.zeros_like(v) for k, v in eval_rows[0].items() if k not in filler})
-
-        def eval_fn() -> Iterator[dict]:
-            yield from batch_rows(eval_rows, eval_batch, filler)
+    eval_fn = _eval_batches(rows(held_out), eval_batch_size or batch_size, padding_pair(seq_len, pad_id)) \
+        if held_out else None
     log.info("preference data: %s", stats)
     return PairDatasets(StateCheckedIterDataset(ds, fingerprint), eval_fn, {k: int(v) for k, v in stats.items()},
                         train, held_out)
+
+
+def _eval_batches(rows: list[dict], batch_size: int, filler: dict) -> Callable[[], Iterator[dict]]:
+    """A fresh pass over `rows` on every call; padding pairs get zeros for any extra keys."""
+    filler = {**filler, **{k: np.zeros_like(v) for k, v in rows[0].items() if k not in filler}}
+    return lambda: batch_rows(rows, batch_size, filler)
 
 
 def batch_rows(rows: list[dict], batch_size: int, filler: dict) -> Iterator[dict]:
@@ -345,12 +345,6 @@ def batch_rows(rows: list[dict], batch_size: int, filler: dict) -> Iterator[dict
         yield {k: np.stack([r[k] for r in chunk]) for k in chunk[0]}
 
 
-def side(batch: dict, name: str) -> dict:
-    """The ``chosen_``/``rejected_`` half of a pair batch as a plain LM batch (ROW_KEYS)."""
-    return {k: batch[f"{name}_{k}"] for k in ROW_KEYS}
-
-
 def both_sides(batch: dict) -> dict:
     """Chosen rows then rejected rows, stacked into one LM batch of 2x rows (one forward pass)."""
-    import jax.numpy as jnp
     return {k: jnp.concatenate([batch[f"chosen_{k}"], batch[f"rejected_{k}"]]) for k in ROW_KEYS}
