@@ -2,8 +2,8 @@
 
     python experiments/rl_curves.py [--out experiments]
 
-The task (codejax/rl/tasks.py): complete `def f(x): """Return x plus 3."""\\n    return x` with
-" + 3", checked by three asserts in the sandbox. A 114K-param Llama and a 320-token BPE
+The task (codejax/rl/tasks.py): complete a `def f(x):` whose docstring says "Return x plus 3."
+and whose body reads `return x` with " + 3", checked by three asserts in the sandbox. A 114K-param Llama and a 320-token BPE
 tokenizer are trained here from scratch:
 1. reward model on 512 pairs (right operator chosen over a wrong one), held-out accuracy;
 2. DPO on the same pairs, held-out implicit-reward accuracy and margin;
