@@ -124,3 +124,19 @@ def test_lora_policy_uses_the_base_as_reference(sft_model, tmp_path, algorithm):
     assert summary["peft"]["method"] == "lora" and (tmp_path / "adapter").is_dir()
     with open(tmp_path / "summary.json") as f:
         assert json.load(f)["algorithm"] == algorithm
+
+
+def test_ppo_with_a_separate_value_model_and_every_option(sft_model, tmp_path):
+    """Separate value model, whitened rewards, k3 penalty, masked truncations, fixed KL: it runs and stays finite."""
+    config = _rl_config("ppo", sft_model, train__steps=2, train__eval_every=0, train__checkpoint_every=0,
+                        rl__value_head="separate", rl__whiten_rewards=True, rl__kl_estimator="k3",
+                        rl__mask_truncated=True, rl__adaptive_kl=False, rl__max_new_tokens=1,
+                        rl__rewards="unit_tests,syntax_valid", rl__ensemble="min", rl__missing_eos_penalty=1.0)
+    summary = get_job("ppo")(config, str(tmp_path))
+    last = summary["last_train"]
+    assert np.isfinite(last["train/loss"]) and last["train/kl_coef"] == pytest.approx(0.02)
+    # One new token cannot finish " + 3" + EOS: every completion is truncated (the SFT model never starts
+    # with EOS), fails both rewards (min = 0), pays the penalty and is masked out of the loss.
+    assert last["train/truncated_fraction"] == 1.0
+    assert last["train/reward"] == pytest.approx(-1.0)
+    assert last["train/loss_tokens"] == 0.0  # dapo's weight: no unmasked token left
