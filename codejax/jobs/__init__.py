@@ -17,6 +17,7 @@ _JOB_MODULES = {
     "sft": "codejax.jobs.lm",
     "quickstart": "codejax.jobs.quickstart",
     "eval": "codejax.jobs.eval",
+    "data": "codejax.jobs.data",
     "reward": "codejax.jobs.preference",
     "dpo": "codejax.jobs.preference",
     "grpo": "codejax.jobs.rl",

@@ -1,0 +1,40 @@
+"""Job `data`: the code data pipeline (codejax/datapipe) from a config to shards and a report.
+
+    python -m codejax.main --config configs/data_pipeline.py --workdir runs/data
+    python -m codejax.main --config configs/data_pipeline.py --workdir runs/data \
+        --config.data_pipeline.sources=/src/repo_a,/src/repo_b,/data/the_stack_python.parquet
+
+Writes to the workdir: `train-0000i-of-0000N.jsonl` (mixed and ordered), `eval-*.jsonl`
+(held out by repository or package), `preference-{train,eval}-*.jsonl` when the
+preference task is built, `report.json`, `report.md`, `plots/*.png` and `config.json`.
+An SFT run reads the shards directly:
+`--config.data.train_paths='runs/data/train-*.jsonl' --config.data.eval_paths='runs/data/eval-*.jsonl'`
+with `data.format=alpaca` (or `chat` with data_pipeline.row_format=chat; `text` when
+data_pipeline.tasks is empty).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+from codejax.datapipe.pipeline import run_pipeline, settings_from_config
+from codejax.jobs import register
+
+log = logging.getLogger(__name__)
+
+
+@register("data")
+def run(config, workdir: str) -> dict:
+    settings = settings_from_config(config)  # every field checked before any work
+    os.makedirs(workdir, exist_ok=True)
+    tmp = os.path.join(workdir, "config.json.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(config.to_json(indent=2))
+    os.replace(tmp, os.path.join(workdir, "config.json"))
+    summary = run_pipeline(settings, workdir)
+    log.info("data: %d of %d files kept; rows %s; report in %s", summary["files_kept"], summary["files_listed"],
+             summary["rows"], os.path.join(workdir, "report.md"))
+    with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=2)
+    return summary
