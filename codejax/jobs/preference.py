@@ -119,7 +119,5 @@ def train_dpo(config, workdir: str) -> dict:
         flops_per_token=_pair_flops(tm, config.data.seq_len, ref_passes), parallel=par,
         param_axes=tm.trainable_axes, frozen=tm.frozen, frozen_axes=tm.frozen_axes)
     summary, state = run_training(config, workdir, task)
-    if tm.peft is None:
-        tm.frozen = tm.frozen_axes = None  # the reference copy is not part of the trained model
     return finish(config, tm, summary, state, workdir, tokenizer)
 

@@ -149,8 +149,6 @@ def _setup(config, algorithm: str) -> tuple[RLTask, TrainableModel]:
 def _run(config, workdir: str, algorithm: str) -> dict:
     task, tm = _setup(config, algorithm)
     summary, state = run_rl(config, workdir, task)
-    if tm.peft is None:
-        tm.frozen = tm.frozen_axes = None  # the reference copy is not part of the trained model
     policy = {k: v for k, v in state["params"].items() if k not in (rm.HEAD, "value_params")}
     return finish(config, tm, summary, {"params": policy}, workdir, task.tokenizer)
 
