@@ -208,7 +208,6 @@ def run_rl(config, workdir: str, task: RLTask) -> tuple[dict, dict]:
         last_eval = do_eval(0)
     bar = tqdm(total=tc.steps, initial=start, disable=not (tc.progress_bar and is_main), desc=task.algorithm,
                dynamic_ncols=True)
-    rng = np.random.default_rng([config.seed, 7])
     t_start = time.time()
     metrics: dict[str, float] = {}
     for step in range(start + 1, tc.steps + 1):
@@ -239,6 +238,7 @@ def run_rl(config, workdir: str, task: RLTask) -> tuple[dict, dict]:
                 metrics["train/kl"] = _token_mean(np.asarray(kl_estimate(batch["old_logp"], batch["ref_logp"], "k3")),
                                                   batch["mask"])
         step_metrics = []
+        rng = np.random.default_rng([config.seed, 7, step])  # per step, so a resumed run shuffles alike
         for _ in range(rc.epochs):
             order = rng.permutation(n_rollouts)
             for m in range(rc.minibatches):
