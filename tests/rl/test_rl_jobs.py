@@ -103,13 +103,14 @@ def test_rl_resume_continues_the_prompt_stream_exactly(sft_model, tmp_path):
         config = _rl_config("grpo_code", sft_model, train__steps=steps, train__eval_every=0,
                             train__checkpoint_every=2, train__eval_at_start=False)
         get_job("grpo")(config, str(workdir))
-        return _rows(workdir, "train/reward")
+        return {k: _rows(workdir, k) for k in ("train/reward", "train/loss")}
 
     run(tmp_path / "a", 2)
     resumed = run(tmp_path / "a", 4)
     straight = run(tmp_path / "b", 4)
-    assert [s for s, _ in resumed] == [1, 2, 3, 4]
-    np.testing.assert_allclose([v for _, v in resumed], [v for _, v in straight], atol=1e-6)
+    assert [s for s, _ in resumed["train/reward"]] == [1, 2, 3, 4]
+    for key in resumed:  # the loss also depends on the minibatch order of the update
+        np.testing.assert_allclose([v for _, v in resumed[key]], [v for _, v in straight[key]], atol=1e-5)
 
 
 @pytest.mark.parametrize("algorithm", ["rloo", "grpo"])
