@@ -102,18 +102,18 @@ def iter_source_files(root: str | os.PathLike | None = None, include_tests: bool
     return list_source_files(default_root() if root is None else root, include_tests=include_tests)
 
 
-def _iter_defs(node: ast.AST, classes: tuple[str, ...] = ()) -> Iterator[tuple[ast.AST, tuple[str, ...]]]:
+def iter_defs(node: ast.AST, classes: tuple[str, ...] = ()) -> Iterator[tuple[ast.AST, tuple[str, ...]]]:
     """Yield ``(def node, enclosing class names)`` without descending into function bodies."""
     for child in ast.iter_child_nodes(node):
         if isinstance(child, _FuncDef):
             yield child, classes
         elif isinstance(child, ast.ClassDef):
-            yield from _iter_defs(child, classes + (child.name,))
+            yield from iter_defs(child, classes + (child.name,))
         elif isinstance(child, (ast.stmt, ast.excepthandler, ast.match_case)):
-            yield from _iter_defs(child, classes)
+            yield from iter_defs(child, classes)
 
 
-def _summary(docstring: str) -> str:
+def docstring_summary(docstring: str) -> str:
     """First paragraph of a cleaned docstring, collapsed to single spaces."""
     paragraph = []
     for line in docstring.strip().split("\n"):
@@ -234,7 +234,7 @@ def _mine_one(node: ast.AST, classes: tuple[str, ...], lines: list[str], path: s
     docstring = ast.get_docstring(node, clean=True)
     if docstring is None:
         return None, NO_DOCSTRING
-    summary = _summary(docstring)
+    summary = docstring_summary(docstring)
     if len(summary.split()) < MIN_DOCSTRING_WORDS:
         return None, SHORT_DOCSTRING
     doc_node, rest = node.body[0], node.body[1:]
@@ -292,7 +292,7 @@ def mine_source(source: str, path: str = "<string>",
     tree = ast.parse(source, filename=path)
     lines = source.split("\n")
     rows, skipped = [], collections.Counter()
-    for node, classes in _iter_defs(tree):
+    for node, classes in iter_defs(tree):
         row, reason = _mine_one(node, classes, lines, path, max_body_lines)
         if row is None:
             skipped[reason] += 1

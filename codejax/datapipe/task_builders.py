@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import libcst as cst
 
+from codejax.codedata.functions import docstring_summary
 from codejax.datapipe import aug_bugs, aug_cst, aug_exec, aug_rename, aug_style, augment
 from codejax.datapipe.task_source import Function, split_lines
 
@@ -317,22 +318,13 @@ def type_inference(job: Job, rng: random.Random):
             "input": stripped, "output": header}, {}
 
 
-def _summary(docstring: str) -> str:
-    paragraph = []
-    for line in docstring.strip().split("\n"):
-        if not line.strip():
-            break
-        paragraph.append(line)
-    return " ".join(" ".join(paragraph).split())
-
-
 def code_search(job: Job, rng: random.Random):
     """Query <-> code among up to four functions of the same file; direction drawn 50/50."""
     fn = job.fn
     if fn.mined is None:
         return _mine_reason(fn)
     others = [s for s in job.siblings if s.mined is not None and s.qualname != fn.qualname
-              and _summary(s.docstring) != _summary(fn.docstring)]
+              and docstring_summary(s.docstring) != docstring_summary(fn.docstring)]
     if not others:
         return "no_other_documented_function"
     pool = rng.sample(others, min(3, len(others))) + [fn]
@@ -342,12 +334,12 @@ def code_search(job: Job, rng: random.Random):
     if rng.random() < 0.5:
         options = "\n\n".join(f"{letters[i]}:\n{f.mined['input']}\n{f.mined['output']}" for i, f in enumerate(pool))
         return ({"instruction": "Which of these Python functions matches the description? Answer with its letter "
-                                "and name.", "input": f"Description: {_summary(fn.docstring)}\n\n{options}",
+                                "and name.", "input": f"Description: {docstring_summary(fn.docstring)}\n\n{options}",
                  "output": f"{answer}: `{fn.name}`"}, {"direction": "query_to_code"})
-    options = "\n".join(f"{letters[i]}: {_summary(f.docstring)}" for i, f in enumerate(pool))
+    options = "\n".join(f"{letters[i]}: {docstring_summary(f.docstring)}" for i, f in enumerate(pool))
     return ({"instruction": "Which description matches this Python function? Answer with its letter and text.",
              "input": f"{fn.mined['input']}\n{fn.mined['output']}\n\nDescriptions:\n{options}",
-             "output": f"{answer}: {_summary(fn.docstring)}"}, {"direction": "code_to_query"})
+             "output": f"{answer}: {docstring_summary(fn.docstring)}"}, {"direction": "code_to_query"})
 
 
 # --------------------------------------------------------------------------- transformation

@@ -29,7 +29,7 @@ import io
 import re
 import tokenize
 
-from codejax.codedata.functions import mine_source
+from codejax.codedata.functions import iter_defs, mine_source
 
 _FuncDef = (ast.FunctionDef, ast.AsyncFunctionDef)
 _BRANCHES = (ast.If, ast.IfExp, ast.For, ast.AsyncFor, ast.While, ast.ExceptHandler, ast.Assert,
@@ -71,16 +71,6 @@ def split_lines(text: str) -> list[str]:
 
 def normalise_newlines(text: str) -> str:
     return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
-
-
-def _iter_defs(node: ast.AST, classes: tuple[str, ...] = ()):
-    for child in ast.iter_child_nodes(node):
-        if isinstance(child, _FuncDef):
-            yield child, classes
-        elif isinstance(child, ast.ClassDef):
-            yield from _iter_defs(child, classes + (child.name,))
-        elif isinstance(child, (ast.stmt, ast.excepthandler, ast.match_case)):
-            yield from _iter_defs(child, classes)
 
 
 def complexity(node: ast.AST) -> int:
@@ -203,7 +193,7 @@ def extract_functions(content: str, path: str, max_body_lines: int) -> tuple[lis
     mined_rows, _ = mine_source(content, path, max_body_lines)
     mined = {row["lineno"]: row for row in mined_rows}
     out, skipped = [], collections.Counter()
-    for node, classes in _iter_defs(tree):
+    for node, classes in iter_defs(tree):
         text = _cut(lines, node)
         if text is None:
             skipped["cut_failed"] += 1
