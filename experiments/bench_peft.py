@@ -145,7 +145,7 @@ def model_config(preset: str, dtype: str, remat: str):
 
 def peft_spec(args, method: str):
     from codejax.peft import PeftSpec
-    from codejax.peft.spec import split_names
+    from codejax.models.adapters import split_names
     return PeftSpec(method, rank=args.rank, alpha=args.alpha, target_modules=split_names(args.targets),
                     num_virtual_tokens=args.virtual_tokens, adapter_size=args.adapter_size)
 

@@ -156,7 +156,8 @@ def generate(model: Transformer, variables: dict, tokenizer, prompts: Sequence[s
     rows = [ids for ids in encoded for _ in range(params.n)]
     batch = len(rows)
     spec = model.peft
-    soft = spec.num_virtual_tokens if spec is not None and spec.method == "prompt" and "prompt" in variables else 0
+    # A soft prompt (prompt tuning) takes the first cache slots, when its collection is passed.
+    soft = spec.num_virtual_tokens if spec is not None and spec.layout.soft_prompt and spec.collection in variables else 0
     prompt_len = _bucket(max(map(len, rows)))
     total = soft + prompt_len + _bucket(params.max_new_tokens)
     if pad_id is None:

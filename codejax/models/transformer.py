@@ -15,7 +15,6 @@ Usage:
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import flax.linen as nn
@@ -23,10 +22,12 @@ import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
+from codejax.models import nf4
+from codejax.models.adapters import (BottleneckAdapter, PeftSpec, contract, ia3_scale, low_rank_update,
+                                     prefix_kv, prepend_prompt, soft_prompt)
+from codejax.models.adapters import with_axes as _init
 from codejax.models.config import ModelConfig
 from codejax.models.rope import apply_rope, rope_cos_sin
-from codejax.peft import nf4
-from codejax.peft.spec import PeftSpec
 
 # A window this large never excludes a key: it stands for "full attention" in
 # the per-layer window array, so scanned layers can mix windowed and full.
@@ -38,8 +39,6 @@ _ACTIVATIONS = {
     "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
 }
 
-_ADAPTER_ACTIVATIONS = {"gelu": _ACTIVATIONS["gelu"], "relu": nn.relu, "silu": nn.silu, "tanh": jnp.tanh}
-
 _REMAT_POLICIES = {
     "full": jax.checkpoint_policies.nothing_saveable,
     "dots": jax.checkpoint_policies.checkpoint_dots,
@@ -47,10 +46,6 @@ _REMAT_POLICIES = {
     # Keep only the layer's named outputs (see checkpoint_name below): cheap memory, extra compute.
     "minimal": jax.checkpoint_policies.save_only_these_names("attn_out", "mlp_out"),
 }
-
-
-def _init(init_fn, *names: str | None):
-    return nn.with_logical_partitioning(init_fn, names)
 
 
 def _kernel_init():
@@ -111,24 +106,6 @@ def init_cache(cfg: ModelConfig, batch: int, length: int, dtype=None) -> tuple[j
     return jnp.zeros(shape, dtype or cfg.dtype), jnp.zeros(shape, dtype or cfg.dtype)
 
 
-def _adapter_variable(module: nn.Module, collection: str, name: str, init_fn):
-    """A PEFT variable's value, or None when the method is switched off.
-
-    The variable exists when the caller passes its collection to `apply` (or
-    lets it be created: `init`, or `apply(..., mutable=[collection])`, where
-    `init_fn()` runs and may read the base weights). Without the collection the
-    module computes the base model.
-    """
-    if not (module.has_variable(collection, name) or module.is_mutable_collection(collection)):
-        return None
-    return module.variable(collection, name, init_fn).value
-
-
-def _contract(x, w, n: int):
-    """Contract the last `n` dims of x with the first `n` dims of w."""
-    return jax.lax.dot_general(x, w, ((tuple(range(x.ndim - n, x.ndim)), tuple(range(n))), ((), ())))
-
-
 class RMSNorm(nn.Module):
     """x / rms(x) * scale, computed in float32 like the HF reference."""
 
@@ -179,8 +156,8 @@ class Projection(nn.Module):
     reshapes, which breaks logical sharding constraints on the initialiser.)
 
     With a `peft` spec a targeted projection adds LoRA (or DoRA) or (IA)3 from
-    its own collection; a QLoRA base stores the kernel as NF4 fields
-    (kernel_codes, kernel_absmax, ...) that are dequantised here into `dtype`.
+    its own collection (codejax/models/adapters.py); a QLoRA base stores the kernel
+    as NF4 fields (kernel_codes, kernel_absmax, ...) that are dequantised here into `dtype`.
     """
 
     features: tuple[int, ...]
@@ -205,53 +182,19 @@ class Projection(nn.Module):
         spec, path = self.peft, tuple(self.scope.path)
         x = x.astype(self.dtype)
         ia3 = spec.ia3_mode(self.name, path) if spec else None
-        ia3_scale = ia3 and _adapter_variable(self, "ia3", "ia3_scale", lambda: _init(
-            nn.initializers.ones, *(in_axes if ia3 == "in" else out_axes))(
-                None, in_dims if ia3 == "in" else self.features, self.param_dtype))
-        if ia3 == "in" and ia3_scale is not None:
-            x = x * ia3_scale.astype(self.dtype)
-        y = _contract(x, kernel.astype(self.dtype), n_in)
+        scale = ia3 and ia3_scale(self, spec, ia3, in_dims, self.features, in_axes, out_axes)
+        if ia3 == "in" and scale is not None:
+            x = x * scale.astype(self.dtype)
+        y = contract(x, kernel.astype(self.dtype), n_in)
         if spec is not None and spec.targets(self.name, path):
-            y = self._lora(x, y, kernel, shape, in_axes, out_axes)
+            y = low_rank_update(self, spec, x, y, kernel, shape, in_axes, out_axes)
         if self.use_bias:
             bias = self.param("bias", _init(nn.initializers.zeros, *out_axes), self.features,
                               self.param_dtype)
             y = y + bias.astype(self.dtype)
-        if ia3 == "out" and ia3_scale is not None:
-            y = y * ia3_scale.astype(self.dtype)
+        if ia3 == "out" and scale is not None:
+            y = y * scale.astype(self.dtype)
         return y
-
-    def _lora(self, x, y, kernel, shape, in_axes, out_axes):
-        """y + scale * B(A(dropout(x))); DoRA rescales each output column to a learned magnitude."""
-        spec, n_in = self.peft, self.n_in
-        in_dims = shape[:n_in]
-        fan_in = math.prod(in_dims)
-
-        def init_a(rng, a_shape, dtype):  # kaiming-uniform(a=sqrt(5)), as torch Linear and HF PEFT
-            bound = 1.0 / math.sqrt(fan_in)
-            return jax.random.uniform(rng, a_shape, dtype, -bound, bound)
-
-        a = _adapter_variable(self, "lora", "lora_a", lambda: _init(init_a, *in_axes, "lora_rank")(
-            self.make_rng("params"), (*in_dims, spec.rank), self.param_dtype))
-        if a is None:  # adapters switched off
-            return y
-        b = _adapter_variable(self, "lora", "lora_b", lambda: _init(nn.initializers.zeros, "lora_rank", *out_axes)(
-            None, (spec.rank, *self.features), self.param_dtype))
-        if spec.dropout and self.has_rng("dropout"):
-            x = nn.Dropout(spec.dropout)(x, deterministic=False)
-        delta = _contract(_contract(x, a.astype(self.dtype), n_in), b.astype(self.dtype), 1) * spec.scale
-        if spec.method != "dora":
-            return y + delta
-
-        def column_norm(a, b):
-            w = kernel.astype(jnp.float32) + spec.scale * _contract(a.astype(jnp.float32), b.astype(jnp.float32), 1)
-            return jnp.sqrt(jnp.sum(jnp.square(w), axis=tuple(range(n_in))))
-
-        magnitude = _adapter_variable(self, "lora", "lora_magnitude", lambda: _init(
-            lambda *_: column_norm(a, b).astype(self.param_dtype), *out_axes)(None))
-        # The norm is treated as a constant in the backward pass (DoRA paper, section 4.3), as in HF PEFT.
-        rescale = magnitude.astype(jnp.float32) / jax.lax.stop_gradient(column_norm(a, b))
-        return (y + delta) * rescale.astype(self.dtype)
 
 
 class Attention(nn.Module):
@@ -327,32 +270,6 @@ class MLP(nn.Module):
         return dense(cfg.hidden_size, ("mlp", "embed"), "c_proj")(h)
 
 
-class BottleneckAdapter(nn.Module):
-    """Houlsby adapter on a sublayer's output: h + up(act(down(h))). `up` starts at zero (identity)."""
-
-    peft: PeftSpec
-    dtype: Any
-    param_dtype: Any
-
-    @nn.compact
-    def __call__(self, h):
-        size, hidden = self.peft.adapter_size, h.shape[-1]
-
-        def var(name, init, shape, axes):
-            return _adapter_variable(self, "adapter", name, lambda: _init(init, *axes)(
-                self.make_rng("params"), shape, self.param_dtype))
-
-        down = var("down_kernel", nn.initializers.normal(self.peft.init_std), (hidden, size), ("embed", "adapter"))
-        if down is None:  # switched off
-            return h
-        down_bias = var("down_bias", nn.initializers.zeros, (size,), ("adapter",))
-        up = var("up_kernel", nn.initializers.zeros, (size, hidden), ("adapter", "embed"))
-        up_bias = var("up_bias", nn.initializers.zeros, (hidden,), ("embed",))
-        act = _ADAPTER_ACTIVATIONS[self.peft.adapter_activation]
-        z = act(h @ down.astype(self.dtype) + down_bias.astype(self.dtype))
-        return h + z @ up.astype(self.dtype) + up_bias.astype(self.dtype)
-
-
 class DecoderLayer(nn.Module):
     """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
 
@@ -370,11 +287,12 @@ class DecoderLayer(nn.Module):
         h, cache = Attention(cfg, self.peft, name="self_attn")(
             _norm(cfg, "input_layernorm")(x), cos, sin, segment_ids, window, prefix_kv, cache, layer_index,
             cache_index, key_mask)
-        if self.peft is not None and self.peft.method == "adapter":
+        bottleneck = self.peft is not None and self.peft.layout.bottleneck
+        if bottleneck:
             h = BottleneckAdapter(self.peft, cfg.dtype, cfg.param_dtype, name="attn_adapter")(h)
         x = x + checkpoint_name(h, "attn_out")
         h = MLP(cfg, self.peft, name="mlp")(_norm(cfg, "post_attention_layernorm")(x))
-        if self.peft is not None and self.peft.method == "adapter":
+        if bottleneck:
             h = BottleneckAdapter(self.peft, cfg.dtype, cfg.param_dtype, name="mlp_adapter")(h)
         x = x + checkpoint_name(h, "mlp_out")
         x = nn.with_logical_constraint(x, act_axes)
@@ -398,8 +316,8 @@ class Transformer(nn.Module):
     With return_hidden=True the final-norm hidden states are returned instead
     (reward and value heads read them); with return_hidden="both", (logits, hidden).
 
-    `peft` (a codejax.peft.PeftSpec) adds a parameter-efficient method whose
-    variables live in their own collection; see codejax/peft/spec.py.
+    `peft` (a PeftSpec) adds a parameter-efficient method whose variables live
+    in their own collection; see codejax/models/adapters.py.
     """
 
     cfg: ModelConfig
@@ -424,12 +342,13 @@ class Transformer(nn.Module):
         embed = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=cfg.dtype, param_dtype=cfg.param_dtype,
                          embedding_init=_init(_kernel_init(), "vocab", "embed"), name="embed_tokens")
         x = embed(tokens)
-        prompt = self._soft_prompt(embed) if spec is not None and spec.method == "prompt" else None
+        layout = spec.layout if spec is not None else None
+        prompt = soft_prompt(self, spec, cfg, embed) if layout and layout.soft_prompt else None
         if prompt is not None and not prefill:  # decoding after the soft prompt is in the cache
             positions, prompt = positions + prompt.shape[0], None
         if prompt is not None:
-            x, positions, segment_ids = _prepend_prompt(prompt.astype(x.dtype), x, positions, segment_ids)
-        prefix_kv = self._prefix_kv() if spec is not None and spec.method == "prefix" else None
+            x, positions, segment_ids = prepend_prompt(prompt.astype(x.dtype), x, positions, segment_ids)
+        prefix = prefix_kv(self, spec, cfg) if layout and layout.prefix else None
         cos, sin = rope_cos_sin(cfg, positions)
         windows = [NO_WINDOW if w is None else w for w in cfg.layer_windows()]
 
@@ -439,13 +358,13 @@ class Transformer(nn.Module):
                 in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, 0, 0, nn.broadcast, nn.broadcast),
                 length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})
             (x, cache), _ = scanned(cfg, peft=spec, name="layers")(
-                (x, cache), jnp.asarray(windows, jnp.int32), cos, sin, segment_ids, prefix_kv,
+                (x, cache), jnp.asarray(windows, jnp.int32), cos, sin, segment_ids, prefix,
                 jnp.arange(cfg.num_layers), cache_index, key_mask)
         else:
             layer = _layer_cls(cfg)
             for i, window in enumerate(windows):
                 (x, cache), _ = layer(cfg, peft=spec, name=f"layers_{i}")(
-                    (x, cache), window, cos, sin, segment_ids, None if prefix_kv is None else prefix_kv[i],
+                    (x, cache), window, cos, sin, segment_ids, None if prefix is None else prefix[i],
                     i, cache_index, key_mask)
 
         x = _norm(cfg, "norm")(x)
@@ -463,61 +382,3 @@ class Transformer(nn.Module):
         if return_hidden == "both":  # one pass for PPO's policy and shared value head
             return logits.astype(jnp.float32), x
         return logits.astype(jnp.float32) if cache is None else (logits.astype(jnp.float32), cache)
-
-    def _soft_prompt(self, embed: nn.Embed):
-        """Prompt tuning's [P, embed] soft prompt, or None when switched off."""
-        spec = self.peft
-        n = spec.num_virtual_tokens
-
-        def init():
-            if spec.prompt_init == "random":
-                return jax.random.normal(self.make_rng("params"), (n, self.cfg.hidden_size)) * spec.init_std
-            if spec.prompt_init == "vocab":  # rows of the (loaded) embedding table
-                ids = jax.random.randint(self.make_rng("params"), (n,), 0, self.cfg.vocab_size)
-            else:  # text: its token ids, repeated to fill the prompt (as HF PEFT does)
-                ids = jnp.asarray((list(spec.prompt_init_ids) * n)[:n])
-            return embed.embedding[ids]
-
-        return _adapter_variable(self, "prompt", "embedding", lambda: _init(
-            lambda *_: init().astype(self.cfg.param_dtype), "virtual_tokens", "embed")(None))
-
-    def _prefix_kv(self):
-        """Prefix tuning's per-layer keys and values [layers, 2, P, kv_heads, head_dim], or None.
-
-        Directly learned, or (prefix_projection) computed from a [P, embed]
-        embedding by a tanh MLP, the reparameterisation of Li & Liang (2021).
-        The prefixes are used as they are, without RoPE: a learned key can take
-        any rotation, and the real tokens keep their positions.
-        """
-        cfg, spec = self.cfg, self.peft
-        n = spec.num_virtual_tokens
-        kv_shape = (cfg.num_layers, 2, n, cfg.num_kv_heads, cfg.head_dim)
-        kv_axes = ("layers", None, "virtual_tokens", "kv_heads", "head_dim")
-
-        def var(name, init, shape, axes):
-            return _adapter_variable(self, "prefix", name, lambda: _init(init, *axes)(
-                self.make_rng("params"), shape, cfg.param_dtype))
-
-        if not spec.prefix_projection:
-            return var("prefix_kv", nn.initializers.normal(spec.init_std), kv_shape, kv_axes)
-        emb = var("embedding", nn.initializers.normal(spec.init_std), (n, cfg.hidden_size),
-                  ("virtual_tokens", "embed"))
-        if emb is None:
-            return None
-        hidden, out = spec.prefix_hidden_size, math.prod(kv_shape) // n
-        w1 = var("proj_in_kernel", nn.initializers.lecun_normal(), (cfg.hidden_size, hidden), ("embed", "mlp"))
-        b1 = var("proj_in_bias", nn.initializers.zeros, (hidden,), ("mlp",))
-        w2 = var("proj_out_kernel", nn.initializers.lecun_normal(), (hidden, out), ("mlp", None))
-        b2 = var("proj_out_bias", nn.initializers.zeros, (out,), (None,))
-        h = jnp.tanh(emb.astype(jnp.float32) @ w1 + b1) @ w2 + b2  # [P, layers*2*kv*hd]
-        return jnp.moveaxis(h.reshape((n,) + kv_shape[:2] + kv_shape[3:]), 0, 2)
-
-
-def _prepend_prompt(prompt, x, positions, segment_ids):
-    """Put the soft prompt before every row: positions shift by P; segment -1 is visible to all."""
-    batch, n = x.shape[0], prompt.shape[0]
-    x = jnp.concatenate([jnp.broadcast_to(prompt[None], (batch,) + prompt.shape), x], axis=1)
-    prompt_pos = jnp.broadcast_to(jnp.arange(n, dtype=positions.dtype), (batch, n))
-    positions = jnp.concatenate([prompt_pos, positions + n], axis=1)
-    segment_ids = jnp.concatenate([jnp.full((batch, n), -1, segment_ids.dtype), segment_ids], axis=1)
-    return x, positions, segment_ids

@@ -6,25 +6,19 @@
     logits = model.apply({"params": base_params, **adapters}, tokens)
     logits_base = model.apply({"params": base_params}, tokens)   # adapters switched off
 
-The model code imports `spec` and `nf4` from here, so everything that imports
-the model is loaded lazily (PEP 562) to keep the import graph acyclic.
+`PeftSpec` and the in-model layers live in codejax/models/adapters.py (the model
+needs them, and codejax.models imports nothing above it); this package holds
+what acts on a model's variables: init, QLoRA quantisation, merge, the HF PEFT
+format, and the method table (methods.py).
 """
-import importlib
+from codejax.models.adapters import METHODS, PeftSpec, spec_from_config
+from codejax.peft.api import (adapter_axes, count_params, dequantize_base, init_adapters, merge, quantize_base,
+                              quantized_axes, unmerge)
+from codejax.peft.hf_peft import load_hf_adapter, save_hf_adapter
+from codejax.peft.methods import EXPORTABLE, MERGEABLE, PEFT_METHODS, PeftMethod, get_method
 
-from codejax.peft.spec import METHODS, PeftSpec, spec_from_config
-
-_LAZY = {
-    "init_adapters": "codejax.peft.api", "adapter_axes": "codejax.peft.api", "quantize_base": "codejax.peft.api",
-    "dequantize_base": "codejax.peft.api", "merge": "codejax.peft.api", "unmerge": "codejax.peft.api",
-    "count_params": "codejax.peft.api", "save_hf_adapter": "codejax.peft.hf_peft",
-    "load_hf_adapter": "codejax.peft.hf_peft",
-}
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'codejax.peft' has no attribute {name!r}")
-
-
-__all__ = ["METHODS", "PeftSpec", "spec_from_config", *_LAZY]
+__all__ = [
+    "EXPORTABLE", "MERGEABLE", "METHODS", "PEFT_METHODS", "PeftMethod", "PeftSpec", "adapter_axes", "count_params",
+    "dequantize_base", "get_method", "init_adapters", "load_hf_adapter", "merge", "quantize_base",
+    "quantized_axes", "save_hf_adapter", "spec_from_config", "unmerge",
+]

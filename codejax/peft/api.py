@@ -15,13 +15,12 @@ import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
+from codejax.models import nf4
+from codejax.models.adapters import LAYER_PROJECTIONS
 from codejax.models.config import ModelConfig
 from codejax.models.params import Params, abstract_params, dummy_tokens
 from codejax.models.transformer import Transformer
-from codejax.peft import nf4
-from codejax.peft.spec import LAYER_PROJECTIONS
-
-MERGEABLE = ("lora", "qlora", "dora", "ia3")
+from codejax.peft.methods import MERGEABLE, PEFT_METHODS, get_method
 
 
 def _create(model: Transformer, base: Params, rng: jax.Array) -> dict:
@@ -127,25 +126,17 @@ def dequantize_base(params: Params, cfg: ModelConfig) -> Params:
 
 # ----------------------------------------------------------------------------- merge / unmerge
 
-def _lora_delta(a, b, stacked: bool):
-    """A @ B over the rank axis, per layer when stacked: [*in, *out]."""
-    delta = lambda a, b: jnp.tensordot(a, b, axes=1)  # noqa: E731
-    return jax.vmap(delta)(a, b) if stacked else delta(a, b)
-
-
-def _broadcast_to_kernel(vector, kernel, stacked: bool, side: str):
-    """Reshape an (IA)3 scale over the kernel's output (or input) dims so it multiplies the kernel."""
-    lead = 1 if stacked else 0
-    n_vec = vector.ndim - lead
-    n_other = kernel.ndim - lead - n_vec
-    if side == "out":  # [L?, *out] -> [L?, 1.., *out]
-        return vector.reshape(vector.shape[:lead] + (1,) * n_other + vector.shape[lead:])
-    return vector.reshape(vector.shape + (1,) * n_other)  # [L?, *in] -> [L?, *in, 1..]
-
-
-def _ia3_side(model: Transformer, path: tuple[str, ...]) -> str:
-    module = path[-2]
-    return "in" if model.peft.ia3_mode(module, path[:-1]) == "in" else "out"
+def _map_projections(model: Transformer, params: Params, adapters: dict, fn) -> Params:
+    """Apply a PEFT_METHODS merge/unmerge function to every adapted projection; kernels back in param_dtype."""
+    flat = dict(traverse_util.flatten_dict(params))
+    leaves = traverse_util.flatten_dict(adapters[model.peft.collection])
+    for path in sorted({p[:-1] for p in leaves}):
+        own = {p[-1]: v for p, v in leaves.items() if p[:-1] == path}
+        kernel, bias = fn(model, path, flat[path + ("kernel",)].astype(jnp.float32), flat.get(path + ("bias",)), own)
+        flat[path + ("kernel",)] = kernel.astype(model.cfg.param_dtype)
+        if bias is not None:
+            flat[path + ("bias",)] = bias
+    return traverse_util.unflatten_dict(flat)
 
 
 def merge(model: Transformer, variables: dict) -> Params:
@@ -155,37 +146,13 @@ def merge(model: Transformer, variables: dict) -> Params:
     (IA)3: W scaled on its output (and the bias) or input side. A QLoRA base is
     dequantised first, so the result is dense in cfg.param_dtype. Prefix and
     prompt tuning and bottleneck adapters add computation that no weight
-    change reproduces, so they cannot be merged.
+    change reproduces, so they cannot be merged (codejax/peft/methods.py).
     """
-    spec = model.peft
-    if spec is None or spec.method not in MERGEABLE:
-        raise ValueError(f"peft.method={spec and spec.method!r} cannot be merged into the base weights; "
+    row = get_method(model.peft.method if model.peft is not None else "none")
+    if not row.mergeable:
+        raise ValueError(f"peft.method={row.name!r} cannot be merged into the base weights; "
                          f"mergeable methods: {MERGEABLE}")
-    base = dequantize_base(variables["params"], model.cfg)
-    flat = traverse_util.flatten_dict(base)
-    adapters = traverse_util.flatten_dict(variables[spec.collection])
-    for path in {p[:-1] for p in adapters}:
-        stacked = _stacked(path)
-        kernel_path = path + ("kernel",)
-        kernel = flat[kernel_path].astype(jnp.float32)
-        if spec.method == "ia3":
-            scale = adapters[path + ("ia3_scale",)].astype(jnp.float32)
-            side = _ia3_side(model, kernel_path)
-            flat[kernel_path] = kernel * _broadcast_to_kernel(scale, kernel, stacked, side)
-            if side == "out" and path + ("bias",) in flat:
-                flat[path + ("bias",)] = flat[path + ("bias",)] * scale
-            continue
-        weight = kernel + spec.scale * _lora_delta(adapters[path + ("lora_a",)].astype(jnp.float32),
-                                                   adapters[path + ("lora_b",)].astype(jnp.float32), stacked)
-        if spec.method == "dora":
-            magnitude = adapters[path + ("lora_magnitude",)].astype(jnp.float32)
-            lead, n_in = int(stacked), kernel.ndim - magnitude.ndim
-            norm = jnp.sqrt(jnp.sum(jnp.square(weight), axis=tuple(range(lead, lead + n_in)), keepdims=True))
-            weight = weight * _broadcast_to_kernel(magnitude, weight, stacked, "out") / norm
-        flat[kernel_path] = weight
-    for path in {p[:-1] + ("kernel",) for p in adapters}:
-        flat[path] = flat[path].astype(model.cfg.param_dtype)
-    return traverse_util.unflatten_dict(flat)
+    return _map_projections(model, dequantize_base(variables["params"], model.cfg), variables, row.merge)
 
 
 def unmerge(model: Transformer, merged: Params, adapters: dict) -> Params:
@@ -194,25 +161,9 @@ def unmerge(model: Transformer, merged: Params, adapters: dict) -> Params:
     DoRA cannot be unmerged from the merged weights alone (the column norm it
     divided by is gone); keep the base, which `merge` never modifies.
     """
-    spec = model.peft
-    if spec is None or spec.method not in ("lora", "qlora", "ia3"):
-        raise ValueError(f"unmerge supports lora, qlora and ia3, not {spec and spec.method!r}"
-                         + ("; DoRA's merged weights do not determine the base: keep the base params"
-                            if spec is not None and spec.method == "dora" else ""))
-    flat = dict(traverse_util.flatten_dict(merged))
-    adapter_flat = traverse_util.flatten_dict(adapters[spec.collection])
-    for path in {p[:-1] for p in adapter_flat}:
-        stacked, kernel_path = _stacked(path), path + ("kernel",)
-        kernel = flat[kernel_path].astype(jnp.float32)
-        if spec.method == "ia3":
-            scale = adapter_flat[path + ("ia3_scale",)].astype(jnp.float32)
-            side = _ia3_side(model, kernel_path)
-            kernel = kernel / _broadcast_to_kernel(scale, kernel, stacked, side)
-            if side == "out" and path + ("bias",) in flat:
-                flat[path + ("bias",)] = flat[path + ("bias",)] / scale
-        else:
-            kernel = kernel - spec.scale * _lora_delta(adapter_flat[path + ("lora_a",)].astype(jnp.float32),
-                                                       adapter_flat[path + ("lora_b",)].astype(jnp.float32),
-                                                       stacked)
-        flat[kernel_path] = kernel.astype(model.cfg.param_dtype)
-    return traverse_util.unflatten_dict(flat)
+    row = get_method(model.peft.method if model.peft is not None else "none")
+    if row.unmerge is None:
+        able = tuple(name for name, r in PEFT_METHODS.items() if r.unmerge is not None)
+        raise ValueError(f"unmerge supports {', '.join(able)}, not {row.name!r}"
+                         + (f"; {row.unmerge_note}" if row.unmerge_note else ""))
+    return _map_projections(model, merged, adapters, row.unmerge)

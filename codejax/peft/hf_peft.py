@@ -46,18 +46,19 @@ import jax
 import numpy as np
 from flax import traverse_util
 
+from codejax.models.adapters import LAYER_PROJECTIONS, PeftSpec
 from codejax.models.config import ModelConfig
 from codejax.models.hf import _hf_key, _iter_leaves
 from codejax.models.params import abstract_params
 from codejax.models.safetensors_io import SafetensorsFile, save_file
-from codejax.peft.spec import LAYER_PROJECTIONS, PeftSpec
+from codejax.models.transformer import Transformer
+from codejax.peft.api import init_adapters
+from codejax.peft.methods import EXPORTABLE, PEFT_METHODS
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 _PREFIX = "base_model.model."  # PEFT's wrapper (PeftModel -> LoraModel/IA3Model) around the torch model
 _PROMPT_KEY = "prompt_embeddings"
-_PEFT_TYPES = {"lora": "LORA", "qlora": "LORA", "dora": "LORA", "ia3": "IA3", "prompt": "PROMPT_TUNING"}
-EXPORTABLE = tuple(_PEFT_TYPES)  # the codejax methods HF PEFT has a format for
 _SUFFIX = {"lora_a": "lora_A.weight", "lora_b": "lora_B.weight", "lora_magnitude": "lora_magnitude_vector",
            "ia3_scale": "ia3_l"}
 _PROJECTIONS = LAYER_PROJECTIONS + ("lm_head",)
@@ -141,7 +142,7 @@ def _any_layer(key: str) -> str:
 
 
 def _ia3_mode(spec: PeftSpec, module_path: tuple[str, ...]) -> str | None:
-    return spec.ia3_mode(module_path[-1], module_path) if spec.method == "ia3" else None
+    return spec.ia3_mode(module_path[-1], module_path)
 
 
 # ----------------------------------------------------------------------------- save
@@ -156,15 +157,16 @@ def save_hf_adapter(path: str | os.PathLike, model, adapters: dict, base_model_n
     format that computes the same function, so they raise.
     """
     spec, cfg = model.peft, model.cfg
-    if spec is None or spec.method == "none":
+    if spec is None or not spec.enabled:
         raise ValueError("save_hf_adapter: the model has no PEFT method (Transformer(cfg, peft=PeftSpec(...)))")
-    if spec.method not in _PEFT_TYPES:
+    peft_type = PEFT_METHODS[spec.method].hf_peft_type
+    if peft_type is None:
         raise ValueError(f"save_hf_adapter: peft.method={spec.method!r} is not supported: HF PEFT has no "
-                         f"equivalent format (supported: {sorted(_PEFT_TYPES)})")
+                         f"equivalent format (supported: {sorted(EXPORTABLE)})")
     tree = adapters[spec.collection] if spec.collection in adapters else adapters
     tree = jax.tree_util.tree_map(np.asarray, tree)  # one device->host copy; the adapters are small
 
-    if spec.method == "prompt":
+    if spec.layout.soft_prompt:
         embedding = tree["embedding"]
         tensors = {_PROMPT_KEY: embedding}
         config = dict(num_virtual_tokens=int(embedding.shape[0]), token_dim=int(embedding.shape[1]),
@@ -195,16 +197,16 @@ def save_hf_adapter(path: str | os.PathLike, model, adapters: dict, base_model_n
                 raise ValueError(f"save_hf_adapter: (IA)3 scales the input of {name} in some layers and its "
                                  "output in others; PEFT's feedforward_modules is per module name")
         targets = sorted(layers)
-        if spec.method == "ia3":
+        if spec.layout.scales:
             config = dict(target_modules=targets, feedforward_modules=[n for n in targets if modes[n] == {"in"}],
                           fan_in_fan_out=False, init_ia3_weights=True, modules_to_save=None)
         else:
             alpha = int(spec.alpha) if float(spec.alpha).is_integer() else spec.alpha
             config = dict(r=spec.rank, lora_alpha=alpha, lora_dropout=spec.dropout, use_rslora=spec.rslora,
-                          use_dora=spec.method == "dora", target_modules=targets, bias="none",
+                          use_dora=spec.layout.magnitude, target_modules=targets, bias="none",
                           fan_in_fan_out=False, init_lora_weights=True, lora_bias=False, modules_to_save=None,
                           layers_to_transform=None, layers_pattern=None, rank_pattern={}, alpha_pattern={})
-    config = dict(peft_type=_PEFT_TYPES[spec.method], task_type="CAUSAL_LM", inference_mode=True,
+    config = dict(peft_type=peft_type, task_type="CAUSAL_LM", inference_mode=True,
                   base_model_name_or_path=base_model_name_or_path, revision=None, **config)
     os.makedirs(path, exist_ok=True)
     save_file(os.path.join(path, ADAPTER_WEIGHTS), tensors, metadata={"format": "pt"})
@@ -322,7 +324,7 @@ def _spec_from_config(config: dict, cfg: ModelConfig, abstract: dict, source: st
         # The init fields only matter for training from scratch; the loaded prompt replaces them.
         return PeftSpec("prompt", num_virtual_tokens=int(config["num_virtual_tokens"]))
     raise ValueError(f"{source}: peft_type={peft_type!r} is not supported; codejax reads "
-                     f"{sorted(set(_PEFT_TYPES.values()))}")
+                     f"{sorted({r.hf_peft_type for r in PEFT_METHODS.values() if r.hf_peft_type})}")
 
 
 def load_hf_adapter(path: str | os.PathLike, cfg: ModelConfig) -> tuple[PeftSpec, dict]:
@@ -333,10 +335,6 @@ def load_hf_adapter(path: str | os.PathLike, cfg: ModelConfig) -> tuple[PeftSpec
     different base model or with an unsupported option fails here, naming the
     file and the tensor or config field, instead of computing something else.
     """
-    # Deferred: api imports the model, and codejax.peft loads this module lazily for the same reason.
-    from codejax.models.transformer import Transformer
-    from codejax.peft.api import init_adapters
-
     path = os.fspath(path)
     config_path, config = _read_config(path)
     abstract = abstract_params(cfg)  # shapes only: tracing the model allocates nothing
@@ -368,7 +366,7 @@ def load_hf_adapter(path: str | os.PathLike, cfg: ModelConfig) -> tuple[PeftSpec
             used.add(key)
             return f.get(key)
 
-        if spec.method == "prompt":
+        if spec.layout.soft_prompt:
             shape = expected["embedding"].shape
             tree = {"embedding": read(_PROMPT_KEY, shape, "the soft prompt").astype(dtype)}
         else:

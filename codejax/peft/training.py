@@ -18,10 +18,10 @@ import jax
 from codejax.models import Transformer, save_hf
 from codejax.models.config import ModelConfig
 from codejax.parallel import Parallel
-from codejax.peft.api import (MERGEABLE, adapter_axes, count_params, init_adapters, merge, quantize_base,
-                              quantized_axes)
-from codejax.peft.hf_peft import EXPORTABLE, load_hf_adapter, save_hf_adapter
-from codejax.peft.spec import PeftSpec, spec_from_config
+from codejax.models.adapters import PeftSpec, spec_from_config
+from codejax.peft.api import adapter_axes, count_params, init_adapters, merge, quantize_base, quantized_axes
+from codejax.peft.hf_peft import load_hf_adapter, save_hf_adapter
+from codejax.peft.methods import MERGEABLE, PEFT_METHODS
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +44,13 @@ def resolve_spec(config, cfg: ModelConfig, tokenizer=None) -> tuple[PeftSpec, di
     spec, adapters = spec_from_config(config.peft, tokenizer), None
     if config.peft.adapter_path:
         loaded, adapters = load_hf_adapter(config.peft.adapter_path, cfg)
-        if spec.method == "qlora" and loaded.method == "lora":  # QLoRA is LoRA on an NF4 base
-            loaded = dataclasses.replace(loaded, method="qlora")
-        elif spec.method not in ("none", loaded.method):
+        if spec.layout == dataclasses.replace(loaded.layout, nf4_base=True):  # QLoRA is LoRA on an NF4 base
+            loaded = dataclasses.replace(loaded, method=spec.method)
+        elif spec.enabled and spec.method != loaded.method:
             raise ValueError(f"peft.method={spec.method!r} but {config.peft.adapter_path} holds a "
                              f"{loaded.method!r} adapter")
         spec = loaded
-    if config.train.export_hf and spec.method not in MERGEABLE + ("none",):
+    if config.train.export_hf and spec.enabled and not PEFT_METHODS[spec.method].mergeable:
         raise ValueError(f"train.export_hf writes a merged model, and peft.method={spec.method!r} cannot be "
                          f"merged ({MERGEABLE} can); use peft.export_adapter instead")
     return spec, adapters
@@ -61,7 +61,7 @@ def prepare_peft(config, spec: PeftSpec, cfg: ModelConfig, base: Any, base_axes:
     """Quantise the base for QLoRA, then create the adapters (or place the given ones) in their shardings."""
     model = Transformer(cfg, peft=spec)
     total_base = count_params(base)
-    if spec.method == "qlora":
+    if spec.layout.nf4_base:
         base_axes = quantized_axes(base_axes)
         # Donated so the dense base is freed even while callers still hold a reference to it. Its
         # buffers cannot hold the NF4 outputs (other shapes), hence JAX's warning, which says nothing here.
@@ -88,7 +88,8 @@ def export_peft(config, setup: PeftSetup, adapters: dict, workdir: str, tokenize
     """Write WORKDIR/adapter (HF PEFT format) and, with train.export_hf, the merged WORKDIR/hf_model."""
     out = {}
     spec = setup.model.peft
-    if config.peft.export_adapter and spec.method in EXPORTABLE:
+    row = PEFT_METHODS[spec.method]
+    if config.peft.export_adapter and row.hf_peft_type:
         out["adapter"] = os.path.join(workdir, "adapter")
         save_hf_adapter(out["adapter"], setup.model, adapters,
                         base_model_name_or_path=config.model.hf_path or None)
@@ -99,6 +100,5 @@ def export_peft(config, setup: PeftSetup, adapters: dict, workdir: str, tokenize
         out["hf_model"] = os.path.join(workdir, "hf_model")
         merged = merge(setup.model, {**setup.frozen, **adapters})
         # A QLoRA base was 4-bit: its merged weights are written at 16 bits, not the f32 master dtype.
-        dtype = "bfloat16" if spec.method == "qlora" else None
-        save_hf(out["hf_model"], setup.model.cfg, merged, dtype=dtype, tokenizer=tokenizer)
+        save_hf(out["hf_model"], setup.model.cfg, merged, dtype=row.export_dtype, tokenizer=tokenizer)
     return out

@@ -10,7 +10,7 @@ import pytest
 from codejax.models import Transformer, init_params, tiny_config
 from codejax.peft import (PeftSpec, count_params, dequantize_base, init_adapters, merge, quantize_base,
                           unmerge)
-from codejax.peft.spec import METHODS
+from codejax.models.adapters import METHODS
 from codejax.train.step import init_train_state, lm_loss_fn, make_train_step
 
 CFG = tiny_config("llama")  # hidden 64, 2 layers, 4 heads of 16, 2 kv heads, mlp 128 (scanned)

@@ -6,7 +6,8 @@ import pytest
 from jax.scipy.stats import norm
 
 from codejax.models import init_params, tiny_config
-from codejax.peft import nf4, quantize_base
+from codejax.models import nf4
+from codejax.peft import quantize_base
 from codejax.peft.api import quantized_axes
 from codejax.models import logical_axes
 
