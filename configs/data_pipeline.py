@@ -1,4 +1,4 @@
-"""The code data pipeline on the local Python standard library (job `data`, codejax/datapipe).
+"""The code data pipeline on the local Python standard library (job `data`, codejax/codedata).
 
     python -m codejax.main --config configs/data_pipeline.py --workdir runs/data
     python -m codejax.main --config configs/data_pipeline.py:tiny --workdir /tmp/data
@@ -12,8 +12,9 @@ cores). Then fine-tune on the output with configs/sft.py:
 `--config.data.train_paths='runs/data/train-*.jsonl' --config.data.eval_paths='runs/data/eval-*.jsonl'`,
 and DPO on `preference-train-*.jsonl`.
 """
-from codejax.config import base_config, unknown_variant
+from codejax.config import apply_variants, base_config
 
+VARIANTS = ["", "tiny"]
 ALL_TASKS = ("function_impl,completion,fim,test_generation,docstring,bug_detection,variable_naming,"
              "type_inference,code_search,repair,refactor,preference")
 
@@ -28,13 +29,13 @@ def get_config(arg=None):
     # without letting them dominate: p_i ∝ n_i^(1/2).
     d.mix_strategy = "temperature"
     d.mix_temperature = 2.0
-    if arg in (None, ""):
-        return c
-    if arg == "tiny":
-        d.max_files = 60
-        d.workers = 2
-        d.tasks = "function_impl,completion,docstring,code_search,preference"
-        d.eval_fraction = 0.2  # enough held-out packages among 60 files to see the split work
-        d.curriculum, d.curriculum_schedule = "complexity", "buckets:3"
-        return c
-    raise unknown_variant(__file__, arg, ["", "tiny"])
+    return apply_variants(c, arg, __file__, tiny=_tiny)
+
+
+def _tiny(c):
+    d = c.data_pipeline
+    d.max_files = 60
+    d.workers = 2
+    d.tasks = "function_impl,completion,docstring,code_search,preference"
+    d.eval_fraction = 0.2  # enough held-out packages among 60 files to see the split work
+    d.curriculum, d.curriculum_schedule = "complexity", "buckets:3"

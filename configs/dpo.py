@@ -9,11 +9,28 @@
 preference.loss_type: sigmoid (DPO) | ipo | hinge | robust (with label_smoothing) | simpo | orpo.
 The reference is the initial model: a frozen copy (full fine-tuning), the base with the
 adapters off (PEFT), or log-probs computed once up front (preference.precompute_ref=True).
-Variants: '' (full fine-tuning of a real model), 'lora', 'tiny' (CPU, under a minute).
+Variants: '' (full fine-tuning of a real model), 'lora' (or another PEFT method), 'tiny' (CPU,
+under a minute), and combinations such as 'lora,tiny'.
 """
-from codejax.config import base_config, make_tiny, unknown_variant
+from codejax.config import apply_variants, base_config, bfloat16, make_tiny, peft_targets
 
-VARIANTS = ["", "lora", "tiny"]
+VARIANTS = ["", "lora", "tiny", "lora,tiny"]
+
+
+def _peft(c, method):
+    peft_targets(c, method)
+    c.optim.lr = 5e-6  # LoRA DPO: ten times the full fine-tuning rate
+
+
+def _tiny(c):
+    make_tiny(c)
+    c.data.seq_len = 64
+    c.data.batch_size = 16
+    c.data.eval_fraction = 0.1
+    c.optim.lr = 1e-3
+    c.train.steps = 40
+    c.train.eval_every = 20
+    c.train.checkpoint_every = 20
 
 
 def get_config(arg=None):
@@ -29,25 +46,4 @@ def get_config(arg=None):
     c.train.best_metric = "eval/loss"
     c.preference.loss_type = "sigmoid"
     c.preference.beta = 0.1
-    if arg in (None, ""):
-        c.model.dtype = "bfloat16"
-        return c
-    if arg == "lora":
-        c.model.dtype = "bfloat16"
-        c.peft.method = "lora"
-        c.peft.rank = 16
-        c.peft.alpha = 32.0
-        c.peft.target_modules = "all-linear"
-        c.optim.lr = 5e-6
-        return c
-    if arg == "tiny":
-        make_tiny(c)
-        c.data.seq_len = 64
-        c.data.batch_size = 16
-        c.data.eval_fraction = 0.1
-        c.optim.lr = 1e-3
-        c.train.steps = 40
-        c.train.eval_every = 20
-        c.train.checkpoint_every = 20
-        return c
-    raise unknown_variant(__file__, arg, VARIANTS)
+    return apply_variants(c, arg, __file__, tiny=_tiny, real=bfloat16, peft=_peft)

@@ -10,11 +10,37 @@ Prompt rows: {"prompt": str, "tests": [asserts], "code_prefix": str, ...}; see c
 RL needs a policy that already writes code (an SFT model): from a random model every reward is 0
 and every group has zero spread (train/zero_spread_fraction = 1).
 Variants: '' (a real model: 16 completions per prompt, DAPO-style token-level loss and
-clip-higher, no KL), 'rloo', 'tiny' (CPU smoke run on the built-in task).
+clip-higher, no KL), 'rloo', 'tiny' (CPU smoke run on the built-in environment), a PEFT
+method ('lora', ...), and combinations such as 'rloo,tiny' or 'lora,tiny'.
 """
-from codejax.config import base_config, make_tiny, unknown_variant
+from codejax.config import apply_variants, base_config, bfloat16, make_tiny, peft_targets
 
-VARIANTS = ["", "rloo", "tiny"]
+VARIANTS = ["", "rloo", "tiny", "rloo,tiny", "lora,tiny"]
+
+
+def _rloo(c):
+    c.rl.algorithm = "rloo"
+    c.rl.loss_agg = "grpo"
+    c.rl.clip_eps_high = 0.0
+
+
+def _peft(c, method):
+    peft_targets(c, method)
+    c.optim.lr = 1e-5  # an adapter takes larger steps than the full model's 1e-6
+
+
+def _tiny(c):
+    make_tiny(c)
+    c.optim.lr = 1e-3
+    c.optim.warmup_steps = 0
+    c.train.steps = 4
+    c.train.eval_every = 2
+    c.train.checkpoint_every = 2
+    c.rl.prompts_per_step = 4
+    c.rl.group_size = 4
+    c.rl.max_new_tokens = 8
+    c.rl.minibatches = 2
+    c.rl.stop = ""
 
 
 def get_config(arg=None):
@@ -40,26 +66,4 @@ def get_config(arg=None):
     c.rl.clip_eps_high = 0.28  # DAPO's clip-higher
     c.rl.minibatches = 4
     c.rl.stop = "\ndef |\nclass |\nif __name__|\nprint("
-    if arg in (None, ""):
-        c.model.dtype = "bfloat16"
-        return c
-    if arg == "rloo":
-        c.model.dtype = "bfloat16"
-        c.rl.algorithm = "rloo"
-        c.rl.loss_agg = "grpo"
-        c.rl.clip_eps_high = 0.0
-        return c
-    if arg == "tiny":
-        make_tiny(c)
-        c.optim.lr = 1e-3
-        c.optim.warmup_steps = 0
-        c.train.steps = 4
-        c.train.eval_every = 2
-        c.train.checkpoint_every = 2
-        c.rl.prompts_per_step = 4
-        c.rl.group_size = 4
-        c.rl.max_new_tokens = 8
-        c.rl.minibatches = 2
-        c.rl.stop = ""
-        return c
-    raise unknown_variant(__file__, arg, VARIANTS)
+    return apply_variants(c, arg, __file__, tiny=_tiny, real=bfloat16, peft=_peft, extra={"rloo": _rloo})

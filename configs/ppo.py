@@ -8,9 +8,30 @@
 Rewards: any of rl.rewards (unit tests in the sandbox, ...), a reward model (rl.reward_model),
 or several combined by rl.ensemble (min resists reward hacking). The KL coefficient adapts
 toward rl.kl_target (Ziegler et al.) with rl.adaptive_kl.
-Variants: '' (a real model with a reward model and unit tests), 'tiny' (CPU smoke run).
+Variants: '' (a real model with a reward model and unit tests), 'tiny' (CPU smoke run), a PEFT
+method ('lora', ...; the value head stays shared), and combinations such as 'lora,tiny'.
 """
-from codejax.config import base_config, make_tiny, unknown_variant
+from codejax.config import apply_variants, base_config, bfloat16, make_tiny, peft_targets
+
+VARIANTS = ["", "tiny", "lora,tiny"]
+
+
+def _peft(c, method):
+    peft_targets(c, method)
+    c.optim.lr = 1e-5  # an adapter takes larger steps than the full model's 1e-6
+
+
+def _tiny(c):
+    make_tiny(c)
+    c.optim.lr = 1e-3
+    c.optim.warmup_steps = 0
+    c.train.steps = 4
+    c.train.eval_every = 2
+    c.train.checkpoint_every = 2
+    c.rl.prompts_per_step = 16
+    c.rl.max_new_tokens = 8
+    c.rl.epochs = 2
+    c.rl.minibatches = 2
 
 
 def get_config(arg=None):
@@ -41,19 +62,4 @@ def get_config(arg=None):
     c.rl.lam = 0.95
     c.rl.vf_coef = 0.1
     c.rl.missing_eos_penalty = 1.0
-    if arg in (None, ""):
-        c.model.dtype = "bfloat16"
-        return c
-    if arg == "tiny":
-        make_tiny(c)
-        c.optim.lr = 1e-3
-        c.optim.warmup_steps = 0
-        c.train.steps = 4
-        c.train.eval_every = 2
-        c.train.checkpoint_every = 2
-        c.rl.prompts_per_step = 16
-        c.rl.max_new_tokens = 8
-        c.rl.epochs = 2
-        c.rl.minibatches = 2
-        return c
-    raise unknown_variant(__file__, arg, ["", "tiny"])
+    return apply_variants(c, arg, __file__, tiny=_tiny, real=bfloat16, peft=_peft)

@@ -8,7 +8,9 @@
 Needs no external data: everything comes from the local Python standard library.
 Variants: '' (about 10 minutes on 2 CPU cores), 'tiny' (a smoke run, under a minute).
 """
-from codejax.config import base_config, unknown_variant
+from codejax.config import apply_variants, base_config
+
+VARIANTS = ["", "tiny"]
 
 
 def get_config(arg=None):
@@ -32,24 +34,23 @@ def get_config(arg=None):
     c.train.eval_at_start = True
     c.quickstart.pretrain_steps = 200
     c.quickstart.sft_steps = 150
-    if arg in (None, ""):
-        return c
-    if arg == "tiny":
-        c.model.hidden_size = 64
-        c.model.intermediate_size = 128
-        c.model.num_layers = 2
-        c.data.seq_len = 128
-        c.data.batch_size = 8
-        c.quickstart.sft_seq_len = 384
-        c.quickstart.sft_batch_size = 8
-        c.optim.warmup_steps = 2
-        c.train.log_every = 2
-        c.train.eval_every = 0
-        c.train.eval_batches = 4
-        c.train.checkpoint_every = 5
-        q = c.quickstart
-        q.corpus_max_files, q.sft_max_files, q.vocab_size = 40, 40, 1024
-        q.pretrain_steps, q.sft_steps = 10, 10
-        q.eval_fraction = 0.1
-        return c
-    raise unknown_variant(__file__, arg, ["", "tiny"])
+    return apply_variants(c, arg, __file__, tiny=_tiny)
+
+
+def _tiny(c):
+    c.model.hidden_size = 64
+    c.model.intermediate_size = 128
+    c.model.num_layers = 2
+    c.data.seq_len = 128
+    c.data.batch_size = 8
+    c.quickstart.sft_seq_len = 384
+    c.quickstart.sft_batch_size = 8
+    c.optim.warmup_steps = 2
+    c.train.log_every = 2
+    c.train.eval_every = 0
+    c.train.eval_batches = 4
+    c.train.checkpoint_every = 5
+    q = c.quickstart
+    q.corpus_max_files, q.sft_max_files, q.vocab_size = 40, 40, 1024
+    q.pretrain_steps, q.sft_steps = 10, 10
+    q.eval_fraction = 0.1

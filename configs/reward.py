@@ -6,10 +6,29 @@
         --config.data.train_paths=pairs.jsonl --config.tokenizer.path=TOKENIZER_DIR
 
 Rows: {prompt, chosen, rejected} (text or chat messages) or {chosen, rejected} conversations;
-see codejax/rl/preference_data.py. Logs train/ and eval/ accuracy, rewards and margin.
-Variants: '' (a real model: lr 1e-5, 1 epoch-ish), 'tiny' (CPU, under a minute).
+see codejax/data/pairs.py. Logs train/ and eval/ accuracy, rewards and margin.
+Variants: '' (a real model: lr 1e-5, 1 epoch-ish), 'tiny' (CPU, under a minute), a PEFT method
+('lora', ...), and combinations such as 'lora,tiny'.
 """
-from codejax.config import base_config, make_tiny, unknown_variant
+from codejax.config import apply_variants, base_config, bfloat16, make_tiny, peft_targets
+
+VARIANTS = ["", "tiny", "lora,tiny"]
+
+
+def _peft(c, method):
+    peft_targets(c, method)
+    c.optim.lr = 1e-4  # the adapter (and the score head) take larger steps than the full model
+
+
+def _tiny(c):
+    make_tiny(c)
+    c.data.seq_len = 64
+    c.data.batch_size = 16
+    c.data.eval_fraction = 0.1
+    c.optim.lr = 1e-3
+    c.train.steps = 60
+    c.train.eval_every = 20
+    c.train.checkpoint_every = 30
 
 
 def get_config(arg=None):
@@ -25,17 +44,4 @@ def get_config(arg=None):
     c.train.best_metric = "eval/accuracy"
     c.train.best_mode = "max"
     c.preference.center_coef = 0.01
-    if arg in (None, ""):
-        c.model.dtype = "bfloat16"
-        return c
-    if arg == "tiny":
-        make_tiny(c)
-        c.data.seq_len = 64
-        c.data.batch_size = 16
-        c.data.eval_fraction = 0.1
-        c.optim.lr = 1e-3
-        c.train.steps = 60
-        c.train.eval_every = 20
-        c.train.checkpoint_every = 30
-        return c
-    raise unknown_variant(__file__, arg, ["", "tiny"])
+    return apply_variants(c, arg, __file__, tiny=_tiny, real=bfloat16, peft=_peft)

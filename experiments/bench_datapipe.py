@@ -12,14 +12,14 @@ session's autogroup niceness so other jobs on a shared machine distort less):
   it, into a temporary directory. `tasks=''` is the cleaning pipeline (collection,
   license, quality, HumanEval decontamination, bandit, PII, detect-secrets, exact and
   near dedup, split, mixing, sharded output, report and plots); `--tasks all` adds every
-  task builder of codejax.datapipe.tasks. Reported: files/s and MB/s over the wall time
+  task builder of codejax.codedata.tasks. Reported: files/s and MB/s over the wall time
   (files listed and bytes read, dropped files included), CPU seconds of all processes
   (steadier than wall time on a busy machine), per-stage CPU seconds summed over workers,
   and the 1-minute load average before and after.
 * **near-dedup P/R**: the readable stdlib `.py` files are the originals; `--planted`
   (200) of those with at least 30 lines get a copy with 1-6 small edits (rename an
   identifier everywhere, delete a line, add a line, rewrite a comment). Signatures and
-  clustering are the pipeline's own (`codejax.datapipe.dedup`, 128 permutations, 5-token
+  clustering are the pipeline's own (`codejax.codedata.dedup`, 128 permutations, 5-token
   shingles). Recall: planted copies that land in their original's cluster, over all
   copies and over the copies whose exact shingle Jaccard with their original is at least
   the threshold (what LSH promises to find). Precision, three ways, against the exact
@@ -30,7 +30,7 @@ session's autogroup niceness so other jobs on a shared machine distort less):
   originals below the threshold are the false positives among the originals. Swept over
   thresholds.
 * **secret-scan prefilter**: on every `--secrets-every`-th stdlib file, the secrets found
-  with the prefilter (codejax.datapipe.secret_scan) against detect-secrets' full line scan,
+  with the prefilter (codejax.codedata.secret_scan) against detect-secrets' full line scan,
   and the time of each.
 """
 from __future__ import annotations
@@ -82,8 +82,8 @@ def cpu_seconds() -> float:
 
 def throughput(args) -> dict:
     from codejax.config import load_config_file
-    from codejax.datapipe import tasks as task_module
-    from codejax.datapipe.pipeline import run_pipeline, settings_from_config
+    from codejax.codedata import tasks as task_module
+    from codejax.codedata.pipeline import run_pipeline, settings_from_config
 
     config = load_config_file(os.path.join(ROOT, "configs", "data_pipeline.py"))
     d = config.data_pipeline
@@ -153,7 +153,7 @@ def _jaccard(a: set, b: set) -> float:
 
 
 def near_dedup(args) -> dict:
-    from codejax.datapipe import collect, dedup
+    from codejax.codedata import collect, dedup
 
     originals = []
     for ref in collect.iter_refs("stdlib", ["python"], True, stats=__import__("collections").Counter()):
@@ -239,7 +239,7 @@ def secrets(args) -> dict:
 
     from detect_secrets.core.scan import _process_line_based_plugins
 
-    from codejax.datapipe import collect, secret_scan
+    from codejax.codedata import collect, secret_scan
 
     refs = list(collect.iter_refs("stdlib", ["python"], True, collections.Counter()))[::args.secrets_every]
     texts = [(r["path"], t) for r in refs for t in [collect.read_content(r, 1_000_000)[0]] if t]

@@ -236,7 +236,8 @@ def run_codejax(args, setup_dir: str, mode: str) -> dict:
 
     from codejax.jobs.preference import _reference_extra, build_pair_data
     from codejax.models import load_hf
-    from codejax.rl import dpo
+    from codejax.objectives import dpo
+    from codejax.objectives.variables import REF, ModelVariables
     from codejax.train.loop import count_tokens
     from codejax.train.optim import make_optimizer
     from codejax.train.step import init_train_state, make_train_step
@@ -247,14 +248,14 @@ def run_codejax(args, setup_dir: str, mode: str) -> dict:
     t0 = time.perf_counter()
     tokenizer = transformers.AutoTokenizer.from_pretrained(config.model.hf_path)
     model, params = load_hf(config.model.hf_path, dtype="float32", param_dtype="float32")
-    # What codejax.jobs.preference.train_dpo does for full fine-tuning: a frozen `ref` copy of the
+    # What codejax.jobs.preference.run_dpo does for full fine-tuning: a frozen `ref` copy of the
     # initial weights, or the reference log-probs of every pair computed once into the rows.
     extra, frozen = None, {}
     if config.preference.precompute_ref:
-        extra = _reference_extra(config, types.SimpleNamespace(model=model),
-                                 dpo.reference_variables({"params": params}), tokenizer.pad_token_id)
+        tm = types.SimpleNamespace(model=model, variables=ModelVariables({"params": params}, None))
+        extra = _reference_extra(config, tm, tokenizer.pad_token_id)
     else:
-        frozen = {dpo.REF: jax.jit(lambda p: jax.tree.map(jnp.copy, p))(params)}
+        frozen = {REF: jax.jit(lambda p: jax.tree.map(jnp.copy, p))(params)}
     data = build_pair_data(config, tokenizer, shift=True, extra=extra)
     optimizer, schedule = make_optimizer(config.optim, total)
     state = init_train_state({"params": params}, optimizer, args.seed)  # the job's trainable collections

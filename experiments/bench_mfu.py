@@ -27,11 +27,12 @@ import numpy as np
 from codejax.config import base_config
 from codejax.models import Transformer, abstract_params, flops_per_token, init_params, logical_axes, param_counts
 from codejax.models.config import family_config, preset_config
+from codejax.objectives.lm import lm_loss_fn
 from codejax.parallel import Parallel, make_mesh
 from codejax.parallel.memory import estimate_memory
 from codejax.train.loop import peak_flops_per_device
 from codejax.train.optim import make_optimizer
-from codejax.train.step import init_train_state, lm_loss_fn, make_train_step
+from codejax.train.step import init_train_state, make_train_step
 
 
 def model_config(size: str, remat: str, dtype: str):

@@ -246,8 +246,9 @@ def run_method(args, method: str) -> dict:
     import jax
     import numpy as np
 
+    from codejax.objectives.lm import lm_loss_fn
     from codejax.peft import count_params
-    from codejax.train.step import init_train_state, lm_loss_fn, make_train_step
+    from codejax.train.step import init_train_state, make_train_step
 
     device = jax.devices()[0]
     settings = resolve(args, device.platform == "cpu")

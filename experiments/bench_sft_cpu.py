@@ -177,8 +177,9 @@ def run_codejax(args, setup_dir: str, mode: str) -> dict:
     from codejax.config import base_config
     from codejax.data import build_datasets
     from codejax.models import load_hf
+    from codejax.objectives.lm import lm_loss_fn
     from codejax.train.optim import make_optimizer
-    from codejax.train.step import init_train_state, lm_loss_fn, make_train_step
+    from codejax.train.step import init_train_state, make_train_step
 
     model_dir = os.path.join(setup_dir, "model")
     total = args.warmup + args.steps

@@ -2,7 +2,7 @@
 
     python experiments/rl_curves.py [--out experiments]
 
-The task (codejax/rl/tasks.py): complete a `def f(x):` whose docstring says "Return x plus 3."
+The task (codejax/rl/environments.py): complete a `def f(x):` whose docstring says "Return x plus 3."
 and whose body reads `return x` with " + 3", checked by three asserts in the sandbox. A 114K-param Llama and a 320-token BPE
 tokenizer are trained here from scratch:
 1. reward model on 512 pairs (right operator chosen over a wrong one), held-out accuracy;
@@ -54,7 +54,7 @@ def main():
     import matplotlib.pyplot as plt
 
     from codejax.jobs import get_job
-    from codejax.rl.tasks import arith_pairs, arith_prompts, arith_sft_rows
+    from codejax.rl.environments import arith_pairs, arith_prompts, arith_sft_rows
     from codejax.tokenizer import save_tokenizer, train_code_tokenizer
 
     root = tempfile.mkdtemp(prefix="rl_curves_")

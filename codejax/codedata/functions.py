@@ -34,8 +34,8 @@ Every pair is verified by re-parsing ``input + "\\n" + output`` and comparing th
 the signature and body with the original (positions ignored), so a pair that parses but
 means something different is rejected too. Skips are counted per reason, never silent.
 
-Only the stdlib is used by :func:`mine_functions`; file discovery reuses the tokenizer's
-corpus helpers, imported lazily so that mining a string does not import ``transformers``.
+Only the stdlib is used: files are found by :mod:`codejax.corpus`, the walker every
+corpus shares.
 """
 
 from __future__ import annotations
@@ -43,13 +43,14 @@ from __future__ import annotations
 import ast
 import collections
 import dataclasses
-import hashlib
 import json
 import os
-import sysconfig
 import tokenize
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+from codejax.codedata.splits import hash_score
+from codejax.corpus import list_source_files, read_source, stdlib_root
 
 DEFAULT_MAX_BODY_LINES = 60
 MIN_DOCSTRING_WORDS = 3
@@ -83,23 +84,6 @@ class MiningStats:
     functions_seen: int = 0
     pairs: int = 0
     skipped_by_reason: dict[str, int] = dataclasses.field(default_factory=dict)
-
-
-def default_root() -> Path:
-    """The running interpreter's stdlib directory (a venv's own lib dir holds no sources)."""
-    return Path(sysconfig.get_paths()["stdlib"])
-
-
-def iter_source_files(root: str | os.PathLike | None = None, include_tests: bool = False) -> list[Path]:
-    """Sorted ``.py`` files under ``root`` (default :func:`default_root`).
-
-    Delegates to the tokenizer's corpus walker so both corpora agree on what counts as
-    source: site-packages/__pycache__ are pruned and, unless ``include_tests``, test
-    directories too. Sorting by root-relative path makes the mined order deterministic.
-    """
-    from codejax.tokenizer.train import list_source_files  # lazy: pulls in transformers
-
-    return list_source_files(default_root() if root is None else root, include_tests=include_tests)
 
 
 def iter_defs(node: ast.AST, classes: tuple[str, ...] = ()) -> Iterator[tuple[ast.AST, tuple[str, ...]]]:
@@ -321,12 +305,10 @@ def mine_tree(root: str | os.PathLike | None = None, max_files: int | None = Non
     machines whose stdlib lives in different directories. Unreadable, non-UTF-8 and
     unparsable files are recorded in ``stats.files_skipped`` with the reason.
     """
-    from codejax.tokenizer.train import read_source  # lazy: pulls in transformers
-
     if max_files is not None and max_files < 1:
         raise ValueError(f"max_files must be >= 1 or None, got {max_files}")
-    root = default_root() if root is None else Path(root)
-    files = iter_source_files(root, include_tests=include_tests)[:max_files]
+    root = stdlib_root() if root is None else Path(root)
+    files = list_source_files(root, include_tests=include_tests)[:max_files]
     stats, rows, reasons = MiningStats(), [], collections.Counter()
     for file in files:
         rel = file.relative_to(root).as_posix()
@@ -363,12 +345,6 @@ def write_jsonl(rows: Iterable[dict], path: str | os.PathLike) -> Path:
     return path
 
 
-def _eval_score(path: str, seed: int) -> float:
-    """A uniform [0, 1) number per (seed, path); sha256 so it ignores PYTHONHASHSEED."""
-    digest = hashlib.sha256(f"{seed}\0{path}".encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0 ** 64
-
-
 def split_by_file(rows: Iterable[dict], eval_fraction: float, seed: int = 0) -> tuple[list[dict], list[dict]]:
     """``(train, eval)`` with every source file wholly on one side.
 
@@ -383,5 +359,5 @@ def split_by_file(rows: Iterable[dict], eval_fraction: float, seed: int = 0) -> 
     for i, row in enumerate(rows):
         if "path" not in row:
             raise KeyError(f"row {i} has no 'path' field; split_by_file needs it")
-        (held_out if _eval_score(row["path"], seed) < eval_fraction else train).append(row)
+        (held_out if hash_score(row["path"], seed) < eval_fraction else train).append(row)
     return train, held_out

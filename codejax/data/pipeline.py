@@ -39,6 +39,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import grain
 import numpy as np
@@ -56,7 +57,7 @@ Batch = dict[str, np.ndarray]
 # calls to pay off, small enough that the raw rows of one chunk are cheap to hold.
 _CHUNK_ROWS = 1024
 # The data is in memory, so grain's reader threads would only contend for the GIL.
-_READ_OPTIONS = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
+READ_OPTIONS = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,22 +78,34 @@ class Datasets:
     seq_len: int
 
 
-def load_examples(paths, spec: FormatSpec, tokenizer, *, hf_split: str,
-                  policy: SkipPolicy) -> tuple[TokenizedExamples, int]:
-    """Read, check and tokenize every row of ``paths``; returns the examples and rows read."""
-    examples, rows_read = [], 0
+def read_checked(paths, parse: Callable[[dict, str], Any], tokenize: Callable[[list, list[str]], list], *,
+                 hf_split: str, policy: SkipPolicy) -> tuple[list, int]:
+    """Read every row of ``paths``, check it (``parse(row, where)``) and tokenize the checked rows
+    a chunk at a time (``tokenize(parsed, wheres)``); a bad row raises or is counted by ``policy``.
+    Returns the tokenized items and the number of rows read."""
+    out, rows_read = [], 0
     rows = sources.read_rows(paths, hf_split=hf_split)
     while chunk := list(itertools.islice(rows, _CHUNK_ROWS)):
         rows_read += len(chunk)
-        parsed = []
+        parsed, wheres = [], []
         for where, row in chunk:
             try:
                 if isinstance(row, DataError):
                     raise row
-                parsed.append(parse_row(spec, row, where))
+                parsed.append(parse(row, where))
+                wheres.append(where)
             except DataError as e:
                 policy.handle(e)
-        examples.extend(tokenize_parsed(spec, tokenizer, parsed))
+        out.extend(tokenize(parsed, wheres))
+    return out, rows_read
+
+
+def load_examples(paths, spec: FormatSpec, tokenizer, *, hf_split: str,
+                  policy: SkipPolicy) -> tuple[TokenizedExamples, int]:
+    """Read, check and tokenize every row of ``paths``; returns the examples and rows read."""
+    examples, rows_read = read_checked(
+        paths, lambda row, where: parse_row(spec, row, where),
+        lambda parsed, _: tokenize_parsed(spec, tokenizer, parsed), hf_split=hf_split, policy=policy)
     return TokenizedExamples.from_examples(examples), rows_read
 
 
@@ -112,7 +125,7 @@ def _rows(examples: TokenizedExamples, *, seq_len: int, pad_id: int, pack: bool,
     ds = grain.MapDataset.source(examples)
     if shuffle_seed is not None:
         ds = ds.shuffle(seed=shuffle_seed)
-    ds = ds.repeat(num_epochs).map(to_training_row).to_iter_dataset(_READ_OPTIONS)
+    ds = ds.repeat(num_epochs).map(to_training_row).to_iter_dataset(READ_OPTIONS)
     if pack:
         return pack_rows(ds, seq_len, pad_id, num_bins=num_bins)
     return ds.map(functools.partial(pad_row, seq_len=seq_len, pad_id=pad_id))

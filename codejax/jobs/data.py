@@ -1,4 +1,4 @@
-"""Job `data`: the code data pipeline (codejax/datapipe) from a config to shards and a report.
+"""Job `data`: the code data pipeline (codejax/codedata) from a config to shards and a report.
 
     python -m codejax.main --config configs/data_pipeline.py --workdir runs/data
     python -m codejax.main --config configs/data_pipeline.py --workdir runs/data \
@@ -18,20 +18,17 @@ import json
 import logging
 import os
 
-from codejax.datapipe.pipeline import run_pipeline, settings_from_config
+from codejax.config import write_config
+from codejax.codedata.pipeline import run_pipeline, settings_from_config
 from codejax.jobs import register
 
 log = logging.getLogger(__name__)
 
 
 @register("data")
-def run(config, workdir: str) -> dict:
+def run_data(config, workdir: str) -> dict:
     settings = settings_from_config(config)  # every field checked before any work
-    os.makedirs(workdir, exist_ok=True)
-    tmp = os.path.join(workdir, "config.json.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(config.to_json(indent=2))
-    os.replace(tmp, os.path.join(workdir, "config.json"))
+    write_config(config, workdir)
     summary = run_pipeline(settings, workdir)
     log.info("data: %d of %d files kept; rows %s; report in %s", summary["files_kept"], summary["files_listed"],
              summary["rows"], os.path.join(workdir, "report.md"))

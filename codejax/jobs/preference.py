@@ -3,8 +3,8 @@
     python -m codejax.main --config configs/reward.py:tiny --workdir /tmp/rm --config.data.train_paths=pairs.jsonl ...
     python -m codejax.main --config configs/dpo.py:tiny --workdir /tmp/dpo --config.data.train_paths=pairs.jsonl ...
 
-Both are tokenizer -> model (full or PEFT, codejax.jobs.lm.build_trainable) -> pair data
-(codejax.rl.preference_data) -> run_training, like SFT. Their extra metrics (accuracy,
+Both are tokenizer -> model (full or PEFT, codejax.setup.build_trainable) -> pair data
+(codejax.data.pairs) -> run_training, like SFT. Their extra metrics (accuracy,
 implicit rewards and margins) are logged under train/ and eval/.
 """
 from __future__ import annotations
@@ -12,17 +12,16 @@ from __future__ import annotations
 import logging
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from codejax.data.pairs import PreferenceFields, batch_rows, build_pair_datasets, padding_pair
 from codejax.jobs import register
-from codejax.jobs.lm import TrainableModel, build_trainable, finish, load_tokenizer
-from codejax.losses import DPO_LOSSES
 from codejax.models import flops_per_token
+from codejax.objectives import dpo, reward
+from codejax.objectives.variables import HEAD, reference_view
 from codejax.parallel import parallel_from_config
-from codejax.rl import dpo, reward_model
-from codejax.rl.preference_data import PreferenceFields, batch_rows, build_pair_datasets, padding_pair
-from codejax.train.loop import TrainTask, run_training
+from codejax.setup import TrainableModel, add_reference_copy, build_trainable, finish, load_tokenizer
+from codejax.train.loop import TrainInputs, run_training
 
 log = logging.getLogger(__name__)
 
@@ -51,36 +50,31 @@ def _pair_flops(tm: TrainableModel, seq_len: int, forwards: float) -> float:
 
 
 @register("reward")
-def train_reward(config, workdir: str) -> dict:
+def run_reward(config, workdir: str) -> dict:
     tokenizer = load_tokenizer(config)
     par = parallel_from_config(config.parallel)
     tm = build_trainable(config, tokenizer, par)
-    cfg = tm.model.cfg
-    head_sharding = par.param_shardings(reward_model.score_head_axes())
     with par.context():
-        head = jax.jit(lambda: reward_model.init_score_head(cfg.hidden_size, jax.random.PRNGKey(config.seed + 2)),
-                       out_shardings=head_sharding)()
-    tm.trainable = {**tm.trainable, reward_model.HEAD: head}
-    tm.trainable_axes = {**tm.trainable_axes, reward_model.HEAD: reward_model.score_head_axes()}
+        head = jax.jit(lambda: reward.init_score_head(tm.model.cfg.hidden_size, jax.random.PRNGKey(config.seed + 2)),
+                       out_shardings=par.param_shardings(reward.score_head_axes()))()
+    variables = tm.variables.with_trainable(HEAD, head, reward.score_head_axes())
     data = build_pair_data(config, tokenizer, shift=False)
-    task = TrainTask(
-        loss_fn=reward_model.reward_loss_fn(tm.model, config.preference.center_coef), params=tm.trainable,
+    inputs = TrainInputs(
+        loss_fn=reward.reward_loss_fn(tm.model, config.preference.center_coef), variables=variables,
         train_iter=iter(data.train), make_eval_iter=data.eval, data_stats=dict(data.stats),
-        flops_per_token=_pair_flops(tm, config.data.seq_len, 0), parallel=par, param_axes=tm.trainable_axes,
-        frozen=tm.frozen, frozen_axes=tm.frozen_axes)
-    summary, state = run_training(config, workdir, task)
-    summary["model"] = {"family": cfg.family, "params": tm.num_params}
-    if tm.peft is not None:
-        summary["peft"] = tm.peft.stats
+        flops_per_token=_pair_flops(tm, config.data.seq_len, 0), parallel=par)
+    summary, _ = run_training(config, workdir, inputs)
     # No HF export: the head is not an HF sequence-classification layout codejax writes (yet);
     # PPO/GRPO load the reward model from this run's checkpoints (config.rl.reward_model).
+    summary.update(tm.facts())
     return summary
 
 
-def _reference_extra(config, tm: TrainableModel, ref_variables: dict, pad_id: int):
+def _reference_extra(config, tm: TrainableModel, pad_id: int):
     """`extra` for build_pair_datasets: each pair row's reference log-probs, computed once."""
     batch = config.data.eval_batch_size or config.data.batch_size
     filler = padding_pair(config.data.seq_len, pad_id)
+    ref_variables = reference_view(tm.variables.all())  # the initial weights, adapters off
 
     def extra(rows: list[dict]) -> list[dict]:
         logps = dpo.precompute_reference(tm.model, ref_variables, batch_rows(rows, batch, filler))
@@ -90,34 +84,23 @@ def _reference_extra(config, tm: TrainableModel, ref_variables: dict, pad_id: in
 
 
 @register("dpo")
-def train_dpo(config, workdir: str) -> dict:
+def run_dpo(config, workdir: str) -> dict:
     pc = config.preference
-    if pc.loss_type not in DPO_LOSSES:
-        raise ValueError(f"preference.loss_type={pc.loss_type!r}; expected one of {DPO_LOSSES}")
-    if pc.loss_type == "robust" and not 0 <= pc.label_smoothing < 0.5:
-        raise ValueError(f"preference.label_smoothing must be in [0, 0.5) for the robust loss, got {pc.label_smoothing}")
+    dpo.check_preference_config(pc)
     tokenizer = load_tokenizer(config)
     par = parallel_from_config(config.parallel)
     tm = build_trainable(config, tokenizer, par)
-    needs_ref = pc.loss_type not in dpo.REFERENCE_FREE
     extra, ref_passes = None, 0
-    if needs_ref and pc.precompute_ref:
-        ref_variables = tm.frozen if tm.peft is not None else tm.trainable  # the initial weights, adapters off
+    if dpo.needs_reference(pc) and pc.precompute_ref:
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        extra = _reference_extra(config, tm, dpo.reference_variables(ref_variables), pad_id)
-    elif needs_ref:
+        extra = _reference_extra(config, tm, pad_id)
+    elif dpo.needs_reference(pc):
         ref_passes = 1
-        if tm.peft is None:  # full fine-tuning: the reference is a frozen copy of the initial weights
-            shardings = par.param_shardings(tm.trainable_axes["params"])
-            with par.context():
-                ref = jax.jit(lambda p: jax.tree.map(jnp.copy, p), out_shardings=shardings)(tm.trainable["params"])
-            tm.frozen, tm.frozen_axes = {dpo.REF: ref}, {dpo.REF: tm.trainable_axes["params"]}
+        tm = add_reference_copy(tm, par)
     data = build_pair_data(config, tokenizer, shift=True, extra=extra)
-    task = TrainTask(
-        loss_fn=dpo.dpo_loss_fn(tm.model, pc), params=tm.trainable, train_iter=iter(data.train),
+    inputs = TrainInputs(
+        loss_fn=dpo.dpo_loss_fn(tm.model, pc), variables=tm.variables, train_iter=iter(data.train),
         make_eval_iter=data.eval, data_stats=dict(data.stats),
-        flops_per_token=_pair_flops(tm, config.data.seq_len, ref_passes), parallel=par,
-        param_axes=tm.trainable_axes, frozen=tm.frozen, frozen_axes=tm.frozen_axes)
-    summary, state = run_training(config, workdir, task)
+        flops_per_token=_pair_flops(tm, config.data.seq_len, ref_passes), parallel=par)
+    summary, state = run_training(config, workdir, inputs)
     return finish(config, tm, summary, state, workdir, tokenizer)
-

@@ -12,7 +12,8 @@ and resumes an interrupted one):
     report.md   figures and plots of every stage
 
 With model.hf_path set, the corpus, tokenizer and pretraining stages are
-skipped and that local model (and its tokenizer) is fine-tuned instead.
+skipped and that local model (and its tokenizer) is fine-tuned instead. The training
+stages run the `pretrain` and `sft` jobs through the job registry (no job imports another).
 """
 from __future__ import annotations
 
@@ -22,11 +23,10 @@ import math
 import os
 import time
 
-from codejax.codedata import default_root, iter_source_files, mine_tree, split_by_file, write_jsonl
-from codejax.jobs import register
-from codejax.jobs.lm import train_lm
+from codejax.codedata import mine_tree, split_by_file, write_jsonl
+from codejax.corpus import list_source_files, read_source, stdlib_root
+from codejax.jobs import get_job, register
 from codejax.tokenizer import train_code_tokenizer
-from codejax.tokenizer.train import read_source
 from codejax.train.metrics import read_metrics
 
 log = logging.getLogger(__name__)
@@ -53,9 +53,9 @@ def build_corpus(out_dir: str, max_files: int, max_chars: int, eval_fraction: fl
     so `split_by_file` holds out the same files in both stages: the SFT held-out
     functions come from files the pretraining never saw either.
     """
-    root = default_root()
+    root = stdlib_root()
     rows, files, skipped, size = [], 0, [], 0
-    for path in iter_source_files(root)[:max_files]:
+    for path in list_source_files(root)[:max_files]:
         text, reason = read_source(path)
         if text is None:
             skipped.append((str(path), reason))
@@ -156,7 +156,7 @@ def write_report(workdir: str, figures: dict) -> str:
 
 
 @register("quickstart")
-def quickstart(config, workdir: str) -> dict:
+def run_quickstart(config, workdir: str) -> dict:
     q = config.quickstart
     figures: dict = {}
     model_dir = config.model.hf_path
@@ -172,7 +172,7 @@ def quickstart(config, workdir: str) -> dict:
                        "data.eval_paths": os.path.join(corpus, "eval.jsonl"), "train.steps": q.pretrain_steps,
                        "tokenizer.path": tokenizer_dir, "optim.lr": q.pretrain_lr, "train.export_hf": True})
         pretrain_cfg.job = "pretrain"
-        figures["pretrain"] = train_lm(pretrain_cfg, os.path.join(workdir, "pretrain"))
+        figures["pretrain"] = get_job("pretrain")(pretrain_cfg, os.path.join(workdir, "pretrain"))
         if figures["pretrain"]["stop_reason"] == "SIGTERM":  # preempted: stop here, a rerun resumes
             return figures
         model_dir = os.path.join(workdir, "pretrain", "hf_model")
@@ -187,7 +187,7 @@ def quickstart(config, workdir: str) -> dict:
                    "model.hf_path": model_dir, "tokenizer.path": tokenizer_dir, "optim.lr": q.sft_lr,
                    "train.export_hf": True})
     sft_cfg.job = "sft"
-    figures["sft"] = train_lm(sft_cfg, os.path.join(workdir, "sft"))
+    figures["sft"] = get_job("sft")(sft_cfg, os.path.join(workdir, "sft"))
     figures["report"] = write_report(workdir, figures)
     with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as f:
         json.dump(figures, f, indent=2, default=str)

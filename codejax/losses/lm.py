@@ -1,4 +1,4 @@
-"""Next-token cross-entropy."""
+"""Next-token cross-entropy and token log-probabilities."""
 from __future__ import annotations
 
 import jax
@@ -23,3 +23,9 @@ def token_cross_entropy(logits: jax.Array, targets: jax.Array, weights: jax.Arra
     target_logit = jnp.take_along_axis(logits, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
     weights = weights.astype(jnp.float32)
     return jnp.sum((log_z - target_logit) * weights), jnp.sum(weights)
+
+
+def token_logprobs(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """log softmax(logits)[targets] at every position, in float32: [batch, seq, vocab] -> [batch, seq]."""
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return jnp.take_along_axis(logp, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]

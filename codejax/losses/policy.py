@@ -133,6 +133,27 @@ def clipped_policy_loss(logp, old_logp, advantages, mask, clip_eps: float = 0.2,
     return loss, metrics
 
 
+def group_advantages(rewards, group_size: int, eps: float = 1e-4, scale: bool = True):
+    """GRPO advantages: (r - mean of its group) / (std of its group + eps), groups of consecutive rows.
+
+    rewards [n_groups * group_size] -> same shape. NaN rewards (a failed reward
+    call) are ignored by the group statistics (nanmean / nanstd) and get
+    advantage 0. With scale=False (Dr. GRPO) the std division is skipped.
+    """
+    groups = rewards.reshape(-1, group_size)
+    mean = jnp.nanmean(groups, axis=1, keepdims=True)
+    centred = groups - mean
+    if scale:
+        centred = centred / (jnp.nanstd(groups, axis=1, keepdims=True) + eps)
+    return jnp.nan_to_num(centred, nan=0.0).reshape(rewards.shape)
+
+
+def zero_spread_fraction(rewards, group_size: int) -> jax.Array:
+    """Fraction of groups whose rewards are all equal (they carry no GRPO signal)."""
+    groups = rewards.reshape(-1, group_size)
+    return jnp.mean(jnp.nanmax(groups, axis=1) == jnp.nanmin(groups, axis=1))
+
+
 def rloo_advantages(rewards, group_size: int):
     """REINFORCE leave-one-out advantages over groups of `group_size` consecutive rows.
 

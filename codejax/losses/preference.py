@@ -1,4 +1,4 @@
-"""Preference and RL losses as pure functions of per-sequence log-probabilities and rewards.
+"""Preference losses as pure functions of per-sequence log-probabilities and rewards.
 
 Notation: for each preference pair, pi_c / pi_r are the policy's summed
 log-probs of the chosen / rejected completion (completion tokens only), ref_c /
@@ -7,15 +7,17 @@ ref_r the reference model's, and
     h = (pi_c - ref_c) - (pi_r - ref_r)      the implicit reward margin (DPO)
 
 Each function returns per-example losses [batch] (the caller sums and divides,
-like token_cross_entropy) so gradient accumulation stays exact. The jobs that
-use them (reward, dpo, ppo, grpo) are not built yet; these are the formulas.
+like token_cross_entropy) so gradient accumulation stays exact. The DPO family is
+a table (`DPO_LOSS_TYPES`), one row per `preference.loss_type`; the jobs that use
+these are `reward` and `dpo` (codejax/objectives/reward.py and dpo.py).
 """
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
-
-DPO_LOSSES = ("sigmoid", "ipo", "hinge", "robust", "simpo", "orpo")
 
 
 def sequence_logprobs(logits: jax.Array, targets: jax.Array, weights: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -30,6 +32,60 @@ def sequence_logprobs(logits: jax.Array, targets: jax.Array, weights: jax.Array)
     return jnp.sum(logp * weights, axis=-1), jnp.sum(weights, axis=-1)
 
 
+# Reference-based losses: f(h, beta, e) with e = label_smoothing.
+def _sigmoid(h, beta, e):
+    return -(1 - e) * jax.nn.log_sigmoid(beta * h) - e * jax.nn.log_sigmoid(-beta * h)
+
+
+def _robust(h, beta, e):
+    return (-(1 - e) * jax.nn.log_sigmoid(beta * h) + e * jax.nn.log_sigmoid(-beta * h)) / (1 - 2 * e)
+
+
+def _ipo(h, beta, e):
+    return jnp.square(h - 1 / (2 * beta))
+
+
+def _hinge(h, beta, e):
+    return jax.nn.relu(1 - beta * h)
+
+
+# Reference-free losses: f(avg_c, avg_r, beta, gamma) of the length-normalised log-probs pi / len.
+def _simpo(avg_c, avg_r, beta, gamma):
+    return -jax.nn.log_sigmoid(beta * (avg_c - avg_r) - gamma)
+
+
+def _orpo(avg_c, avg_r, beta, gamma):
+    # log(p / (1 - p)) with log p = avg: avg - log(1 - exp(avg)), stable for avg < 0.
+    log_odds = (avg_c - jnp.log1p(-jnp.exp(avg_c))) - (avg_r - jnp.log1p(-jnp.exp(avg_r)))
+    return -jax.nn.log_sigmoid(log_odds)
+
+
+@dataclasses.dataclass(frozen=True)
+class DPOLossType:
+    loss: Callable  # f(h, beta, label_smoothing), or f(avg_c, avg_r, beta, simpo_gamma) when reference_free
+    reference_free: bool = False  # compares length-normalised policy log-probs; no reference model
+    chosen_nll: bool = False  # the objective adds NLL(chosen) (ORPO: NLL + orpo_alpha * loss)
+    max_label_smoothing: float = 1.0  # label_smoothing must lie in [0, this)
+
+
+DPO_LOSS_TYPES: dict[str, DPOLossType] = {
+    "sigmoid": DPOLossType(_sigmoid),  # DPO; label_smoothing gives cDPO
+    "ipo": DPOLossType(_ipo),
+    "hinge": DPOLossType(_hinge),
+    "robust": DPOLossType(_robust, max_label_smoothing=0.5),  # divides by 1 - 2e
+    "simpo": DPOLossType(_simpo, reference_free=True),
+    "orpo": DPOLossType(_orpo, reference_free=True, chosen_nll=True),
+}
+DPO_LOSSES = tuple(DPO_LOSS_TYPES)
+
+
+def get_dpo_loss(loss_type: str) -> DPOLossType:
+    try:
+        return DPO_LOSS_TYPES[loss_type]
+    except KeyError:
+        raise ValueError(f"loss_type={loss_type!r}; expected one of {DPO_LOSSES}") from None
+
+
 def dpo_loss(pi_c, pi_r, ref_c=None, ref_r=None, *, beta: float = 0.1, loss_type: str = "sigmoid",
              label_smoothing: float = 0.0, len_c=None, len_r=None, simpo_gamma: float = 0.5):
     """Per-pair losses [batch] of the DPO family.
@@ -42,26 +98,13 @@ def dpo_loss(pi_c, pi_r, ref_c=None, ref_r=None, *, beta: float = 0.1, loss_type
     orpo     -log s(log odds_c - log odds_r), odds = p/(1-p), p = exp(pi/len)   (reference-free; the
              full ORPO objective is NLL(chosen) + lambda * this, assembled by the caller)
     """
-    if loss_type not in DPO_LOSSES:
-        raise ValueError(f"loss_type={loss_type!r}; expected one of {DPO_LOSSES}")
-    if loss_type in ("simpo", "orpo"):
+    row = get_dpo_loss(loss_type)
+    if row.reference_free:
         if len_c is None or len_r is None:
             raise ValueError(f"loss_type={loss_type!r} needs the completion lengths len_c and len_r")
         avg_c, avg_r = pi_c / jnp.maximum(len_c, 1.0), pi_r / jnp.maximum(len_r, 1.0)
-        if loss_type == "simpo":
-            return -jax.nn.log_sigmoid(beta * (avg_c - avg_r) - simpo_gamma)
-        # log(p / (1 - p)) with log p = avg: avg - log(1 - exp(avg)), stable for avg < 0.
-        log_odds = (avg_c - jnp.log1p(-jnp.exp(avg_c))) - (avg_r - jnp.log1p(-jnp.exp(avg_r)))
-        return -jax.nn.log_sigmoid(log_odds)
-    h = (pi_c - ref_c) - (pi_r - ref_r)
-    if loss_type == "sigmoid":
-        return -(1 - label_smoothing) * jax.nn.log_sigmoid(beta * h) - label_smoothing * jax.nn.log_sigmoid(-beta * h)
-    if loss_type == "robust":
-        return (-(1 - label_smoothing) * jax.nn.log_sigmoid(beta * h)
-                + label_smoothing * jax.nn.log_sigmoid(-beta * h)) / (1 - 2 * label_smoothing)
-    if loss_type == "ipo":
-        return jnp.square(h - 1 / (2 * beta))
-    return jax.nn.relu(1 - beta * h)  # hinge
+        return row.loss(avg_c, avg_r, beta, simpo_gamma)
+    return row.loss((pi_c - ref_c) - (pi_r - ref_r), beta, label_smoothing)
 
 
 def dpo_metrics(pi_c, pi_r, ref_c, ref_r, beta: float) -> dict[str, jax.Array]:
@@ -78,24 +121,3 @@ def bradley_terry_loss(r_c, r_r, margin=0.0, centering: float = 0.0):
     since the Bradley-Terry likelihood sees only differences.
     """
     return -jax.nn.log_sigmoid(r_c - r_r - margin) + centering * jnp.square(r_c + r_r)
-
-
-def group_advantages(rewards, group_size: int, eps: float = 1e-4, scale: bool = True):
-    """GRPO advantages: (r - mean of its group) / (std of its group + eps), groups of consecutive rows.
-
-    rewards [n_groups * group_size] -> same shape. NaN rewards (a failed reward
-    call) are ignored by the group statistics (nanmean / nanstd) and get
-    advantage 0. With scale=False (Dr. GRPO) the std division is skipped.
-    """
-    groups = rewards.reshape(-1, group_size)
-    mean = jnp.nanmean(groups, axis=1, keepdims=True)
-    centred = groups - mean
-    if scale:
-        centred = centred / (jnp.nanstd(groups, axis=1, keepdims=True) + eps)
-    return jnp.nan_to_num(centred, nan=0.0).reshape(rewards.shape)
-
-
-def zero_spread_fraction(rewards, group_size: int) -> jax.Array:
-    """Fraction of groups whose rewards are all equal (they carry no GRPO signal)."""
-    groups = rewards.reshape(-1, group_size)
-    return jnp.mean(jnp.nanmax(groups, axis=1) == jnp.nanmin(groups, axis=1))

@@ -235,6 +235,29 @@ def ia3_scale(module: nn.Module, spec: PeftSpec, mode: str, in_dims, features, i
         None, dims, module.param_dtype))
 
 
+def adapted_projection(module: nn.Module, spec: PeftSpec | None, x, kernel, shape, in_axes, out_axes, bias):
+    """A projection's output with its PEFT method applied: ((x * s_in) W + delta + b) * s_out.
+
+    Called from `Projection.__call__` (a compact method: `module` is that projection), so every
+    method that acts on projections lives here and the model file never names one. `bias` creates
+    and returns the projection's bias parameter, or is None when it has none.
+    """
+    n_in = len(in_axes)
+    path = tuple(module.scope.path)
+    scale_mode = spec.ia3_mode(module.name, path) if spec else None
+    scale = scale_mode and ia3_scale(module, spec, scale_mode, shape[:n_in], shape[n_in:], in_axes, out_axes)
+    if scale_mode == "in" and scale is not None:
+        x = x * scale.astype(module.dtype)
+    y = contract(x, kernel.astype(module.dtype), n_in)
+    if spec is not None and spec.targets(module.name, path):
+        y = low_rank_update(module, spec, x, y, kernel, shape, in_axes, out_axes)
+    if bias is not None:
+        y = y + bias().astype(module.dtype)
+    if scale_mode == "out" and scale is not None:
+        y = y * scale.astype(module.dtype)
+    return y
+
+
 def low_rank_update(module: nn.Module, spec: PeftSpec, x, y, kernel, shape, in_axes, out_axes):
     """y + scale * B(A(dropout(x))); DoRA rescales each output column to a learned magnitude.
 

@@ -23,8 +23,8 @@ import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
 from codejax.models import nf4
-from codejax.models.adapters import (BottleneckAdapter, PeftSpec, contract, ia3_scale, low_rank_update,
-                                     prefix_kv, prepend_prompt, soft_prompt)
+from codejax.models.adapters import (BottleneckAdapter, PeftSpec, adapted_projection, prefix_kv, prepend_prompt,
+                                     soft_prompt)
 from codejax.models.adapters import with_axes as _init
 from codejax.models.config import ModelConfig
 from codejax.models.rope import apply_rope, rope_cos_sin
@@ -155,9 +155,10 @@ class Projection(nn.Module):
     kernel is created at its final shape: Flax's DenseGeneral creates it flat and
     reshapes, which breaks logical sharding constraints on the initialiser.)
 
-    With a `peft` spec a targeted projection adds LoRA (or DoRA) or (IA)3 from
-    its own collection (codejax/models/adapters.py); a QLoRA base stores the kernel
-    as NF4 fields (kernel_codes, kernel_absmax, ...) that are dequantised here into `dtype`.
+    With a `peft` spec the projection is computed by `adapted_projection`
+    (codejax/models/adapters.py), which adds LoRA, DoRA or (IA)3 from the method's
+    collection; a QLoRA base stores the kernel as NF4 fields (kernel_codes,
+    kernel_absmax, ...) that are dequantised here into `dtype`.
     """
 
     features: tuple[int, ...]
@@ -179,22 +180,10 @@ class Projection(nn.Module):
                                     shape, self.dtype)
         else:
             kernel = self.param("kernel", _init(_kernel_init(), *self.axes), shape, self.param_dtype)
-        spec, path = self.peft, tuple(self.scope.path)
         x = x.astype(self.dtype)
-        ia3 = spec.ia3_mode(self.name, path) if spec else None
-        scale = ia3 and ia3_scale(self, spec, ia3, in_dims, self.features, in_axes, out_axes)
-        if ia3 == "in" and scale is not None:
-            x = x * scale.astype(self.dtype)
-        y = contract(x, kernel.astype(self.dtype), n_in)
-        if spec is not None and spec.targets(self.name, path):
-            y = low_rank_update(self, spec, x, y, kernel, shape, in_axes, out_axes)
-        if self.use_bias:
-            bias = self.param("bias", _init(nn.initializers.zeros, *out_axes), self.features,
-                              self.param_dtype)
-            y = y + bias.astype(self.dtype)
-        if ia3 == "out" and scale is not None:
-            y = y * scale.astype(self.dtype)
-        return y
+        bias = (lambda: self.param("bias", _init(nn.initializers.zeros, *out_axes), self.features,
+                                   self.param_dtype)) if self.use_bias else None
+        return adapted_projection(self, self.peft, x, kernel, shape, in_axes, out_axes, bias)
 
 
 class Attention(nn.Module):

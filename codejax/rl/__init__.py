@@ -1,8 +1,9 @@
-"""Preference optimisation and RL for code: reward models, the DPO family, PPO, GRPO/RLOO.
+"""On-policy RL for code: GRPO, RLOO and PPO with execution rewards.
 
-Modules: `preference_data` (pairs -> pair batches), `reward_model` (scalar head, Bradley-Terry),
-`dpo` (the DPO-family loss function and its reference model), `rewards` (reward functions
-registered by name: unit tests in the sandbox, syntax, bandit, format), `tasks` (a small
-verifiable coding task), `rollout` / `trainer` (sampling, scoring and the GRPO/RLOO/PPO loop).
-The jobs are in codejax/jobs/preference.py (reward, dpo) and codejax/jobs/rl.py (grpo, ppo).
+Modules: `algorithms` (one record of functions per algorithm, looked up by name), `loop` (the
+RL loop shared by all of them, on the run scaffold), `rollout` (the rollout batch layout and
+RewardSpec), `rewards` (reward functions registered by name: unit tests in the sandbox, syntax,
+bandit, format), `reward_model` (a trained reward model as a reward), `prompts` (prompt rows),
+`environments` (a small verifiable coding problem set). The jobs are in codejax/jobs/rl.py;
+preference optimisation (reward models, DPO) lives in codejax/objectives and codejax/data/pairs.py.
 """

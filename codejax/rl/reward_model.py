@@ -1,71 +1,44 @@
-"""A scalar reward (or value) head on the decoder: score = w . h_last, read at the last real token.
-
-The head is one [hidden, 1] kernel without bias (the layout of HF's
-`*ForSequenceClassification.score` with one label); Bradley-Terry only sees reward
-differences, and config.preference.center_coef pins the offset instead. It lives in its own
-variables collection, `score_head`, next to the model's `params` (or a PEFT adapter), so the
-model code and its HF/PEFT interop are untouched; `model_variables` strips it before `apply`.
-The last real token is found from `segment_ids`, never from `id != pad` (pad and EOS share an id).
-"""
+"""A trained reward model (a `reward` job's checkpoint) as an RL reward function (rl.reward_model)."""
 from __future__ import annotations
 
+import logging
+
 import jax
-import jax.numpy as jnp
-from jax.sharding import PartitionSpec
+import numpy as np
 
-from codejax.losses import bradley_terry_loss
-from codejax.rl.preference_data import both_sides
+from codejax.objectives.reward import init_score_head, score_head_axes, sequence_scores
+from codejax.objectives.variables import HEAD
+from codejax.parallel import parallel_from_config
+from codejax.setup import build_trainable, with_run_config
+from codejax.train.checkpoint import find_checkpoint, restore_params
 
-HEAD = "score_head"
-
-
-def init_score_head(hidden_size: int, rng: jax.Array, dtype=jnp.float32) -> dict:
-    # std 1/sqrt(hidden): initial scores are O(1) for unit-RMS (final-norm) hidden states.
-    return {"kernel": (jax.random.normal(rng, (hidden_size, 1)) / jnp.sqrt(hidden_size)).astype(dtype)}
+log = logging.getLogger(__name__)
 
 
-def score_head_axes() -> dict:
-    return {"kernel": PartitionSpec("embed", None)}
+def reward_model_fn(config, tokenizer, run_dir: str):
+    """A reward function scoring prompt + completion + EOS with a `reward` job's latest checkpoint."""
+    step_dir, step, run_dir = find_checkpoint(run_dir, "rl.reward_model")
+    rm_config = with_run_config(config, run_dir)
+    par = parallel_from_config(rm_config.parallel)
+    tm = build_trainable(rm_config, tokenizer, par)
+    head = jax.device_put(init_score_head(tm.model.cfg.hidden_size, jax.random.PRNGKey(0)),
+                          par.param_shardings(score_head_axes()))
+    trained = restore_params(step_dir, {**tm.variables.trainable, HEAD: head})
+    variables = {**tm.variables.frozen, **trained}
+    log.info("reward model: %s step %d", run_dir, step)
+    model, eos = tm.model, tokenizer.eos_token_id
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    score = jax.jit(lambda v, t, p, s: sequence_scores(model, v, t, p, s))
 
+    def reward_model(prompts, completions, **_):
+        seqs = [list(tokenizer(p + c, add_special_tokens=False)["input_ids"]) + [eos]
+                for p, c in zip(prompts, completions)]
+        width = -(-max(map(len, seqs)) // 32) * 32  # few shapes, few compiles
+        tokens = np.full((len(seqs), width), pad_id, np.int32)
+        segments = np.zeros_like(tokens)
+        for i, s in enumerate(seqs):
+            tokens[i, :len(s)], segments[i, :len(s)] = s, 1
+        positions = np.maximum(np.cumsum(segments, 1) - 1, 0).astype(np.int32)
+        return np.asarray(score(variables, tokens, positions, segments)).tolist()
 
-def model_variables(variables: dict) -> dict:
-    """The variables the Transformer reads: everything but the head."""
-    return {k: v for k, v in variables.items() if k != HEAD}
-
-
-def last_token_index(segment_ids: jax.Array) -> jax.Array:
-    """[batch] index of each row's last real position (rows hold one right-padded sequence)."""
-    return jnp.maximum(jnp.sum(segment_ids > 0, axis=-1) - 1, 0)
-
-
-def sequence_scores(model, variables: dict, inputs, positions, segment_ids, rngs=None) -> jax.Array:
-    """[batch] scalar scores of whole sequences (a row's last real token sees all of it)."""
-    hidden = model.apply(model_variables(variables), inputs, positions, segment_ids, return_hidden=True,
-                         rngs=rngs or {})
-    h = jnp.take_along_axis(hidden, last_token_index(segment_ids)[:, None, None], axis=1)[:, 0]
-    return (h.astype(jnp.float32) @ variables[HEAD]["kernel"].astype(jnp.float32))[:, 0]
-
-
-def token_values(model, variables: dict, inputs, positions, segment_ids, rngs=None) -> jax.Array:
-    """[batch, seq] the head applied at every position (PPO's value function)."""
-    hidden = model.apply(model_variables(variables), inputs, positions, segment_ids, return_hidden=True,
-                         rngs=rngs or {})
-    return (hidden.astype(jnp.float32) @ variables[HEAD]["kernel"].astype(jnp.float32))[..., 0]
-
-
-def reward_loss_fn(model, center_coef: float = 0.0):
-    """Bradley-Terry loss over pair batches (built with shift=False), with accuracy and reward metrics."""
-
-    def loss_fn(variables, batch, rng):
-        lm = both_sides(batch)
-        rngs = {} if rng is None else {"dropout": rng}
-        scores = sequence_scores(model, variables, lm["inputs"], lm["positions"], lm["segment_ids"], rngs)
-        n = batch["margin"].shape[0]
-        r_c, r_r = scores[:n], scores[n:]
-        valid = (jnp.sum(batch["chosen_segment_ids"], -1) > 0).astype(jnp.float32)  # padding pairs: 0
-        losses = bradley_terry_loss(r_c, r_r, batch["margin"], center_coef)
-        sums = {"accuracy": jnp.sum(valid * (r_c > r_r)), "rewards/chosen": jnp.sum(valid * r_c),
-                "rewards/rejected": jnp.sum(valid * r_r), "rewards/margin": jnp.sum(valid * (r_c - r_r))}
-        return jnp.sum(valid * losses), jnp.sum(valid), sums
-
-    return loss_fn
+    return reward_model

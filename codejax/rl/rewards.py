@@ -10,7 +10,8 @@ A reward function has TRL's signature:
   aligned with `completions` (`tests=[...]`, `entry_point=[...]`). A function takes the
   columns it needs as keyword arguments and must accept unknown ones (`**_`), since every
   function receives every column. Settings are bound with functools.partial
-  (`partial(unit_tests, workers=32)`); a scalar where a column is expected applies to all rows.
+  (`partial(unit_tests, workers=32)`; `bind_settings` binds only those a function names); a
+  scalar where a column is expected applies to all rows.
 - `None` means "not applicable" (no tests for this row, code that bandit cannot read). It
   becomes NaN (`as_array`), which `combine_rewards` and the group statistics
   (codejax.losses.group_advantages, rloo_advantages) leave out.
@@ -25,6 +26,8 @@ Built-ins: unit_tests, syntax_valid, bandit_clean, format. Register your own wit
 from __future__ import annotations
 
 import ast
+import functools
+import inspect
 import logging
 import numbers
 import os
@@ -42,12 +45,6 @@ RewardFn = Callable[..., list]
 REWARDS: dict[str, RewardFn] = {}
 COMBINE_MODES = ("sum", "mean", "min")
 
-# Sandbox settings of `unit_tests`, read at call time (so a job may set them once); the
-# `workers` / `memory_mb` / `sandbox_timeout_s` keyword arguments override them per call.
-SANDBOX_WORKERS: int | None = None  # None: os.cpu_count()
-SANDBOX_TIMEOUT_S = 5.0  # per program (one assert), when the row has no `sandbox_timeout_s`
-SANDBOX_MEMORY_MB = 1024
-SANDBOX_OPTIONS: dict = {}  # extra run_programs arguments, e.g. {"site_packages": True} for numpy
 
 
 def register_reward(name: str) -> Callable[[RewardFn], RewardFn]:
@@ -66,6 +63,17 @@ def get_reward(name: str) -> RewardFn:
         return REWARDS[name]
     except KeyError:
         raise ValueError(f"unknown reward {name!r}; registered: {sorted(REWARDS)}") from None
+
+
+def bind_settings(fn: RewardFn, **settings) -> RewardFn:
+    """`fn` with the `settings` its signature names bound by functools.partial (the others are dropped),
+    so one set of job settings (sandbox workers, timeouts) reaches every reward that takes them."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # a builtin or C callable: nothing to bind
+        return fn
+    named = {k: v for k, v in settings.items() if k in params and params[k].kind is not inspect.Parameter.VAR_KEYWORD}
+    return functools.partial(fn, **named) if named else fn
 
 
 def as_array(rewards: Sequence[float | None]) -> np.ndarray:
@@ -177,7 +185,8 @@ def _test_blocks(row_tests, entry_point, setup: str, row: int) -> list[str]:
 
 @register_reward("unit_tests")
 def unit_tests(prompts, completions, *, tests=None, code_prefix=None, setup=None, entry_point=None,
-               sandbox_timeout_s=None, workers: int | None = None, memory_mb: int | None = None, **_):
+               sandbox_timeout_s=None, workers: int | None = None, memory_mb: int = 1024,
+               default_timeout_s: float = 5.0, sandbox_options: dict | None = None, **_):
     """Fraction of the row's tests that pass when the code runs in codejax.sandbox.
 
     The code is `code_prefix[i] + completion` (code_prefix defaults to ""). In completion mode
@@ -192,7 +201,12 @@ def unit_tests(prompts, completions, *, tests=None, code_prefix=None, setup=None
                          `check(entry_point)` is appended). None or [] -> None.
       setup              optional code run before each test (MBPP's test_setup_code, imports)
       entry_point        optional; see tests
-      sandbox_timeout_s  optional wall-clock limit per program (default SANDBOX_TIMEOUT_S)
+      sandbox_timeout_s  optional wall-clock limit per program (default `default_timeout_s`)
+
+    Settings (bound with functools.partial; the RL jobs bind rl.sandbox_workers and
+    rl.sandbox_timeout_s): `workers` (None: the CPU count), `memory_mb` per program,
+    `default_timeout_s`, and `sandbox_options` (more run_programs arguments, e.g.
+    {"site_packages": True} for numpy).
 
     A program passes only if its test runs to the end (the sandbox's token check), so printing
     "True", exiting early or killing the process cannot pass. An empty completion or code that
@@ -207,7 +221,7 @@ def unit_tests(prompts, completions, *, tests=None, code_prefix=None, setup=None
     prefixes = _column("code_prefix", code_prefix, n, "")
     setups = _column("setup", setup, n, "")
     entry_points = _column("entry_point", entry_point, n, "")
-    timeouts = _column("sandbox_timeout_s", sandbox_timeout_s, n, SANDBOX_TIMEOUT_S)
+    timeouts = _column("sandbox_timeout_s", sandbox_timeout_s, n, default_timeout_s)
 
     scores: list[float | None] = [None] * n
     jobs: dict[tuple[str, str, float], int] = {}  # (code, test, timeout) -> program index
@@ -230,11 +244,9 @@ def unit_tests(prompts, completions, *, tests=None, code_prefix=None, setup=None
     by_timeout: dict[float, list[tuple[int, Program]]] = {}
     for (code, test, timeout), k in jobs.items():
         by_timeout.setdefault(timeout, []).append((k, Program(code=code, tests=test, name=f"program{k}")))
-    limits_mb = memory_mb or SANDBOX_MEMORY_MB
     for timeout, group in by_timeout.items():
-        done = run_programs([p for _, p in group], Limits(timeout_s=timeout, memory_mb=limits_mb),
-                            workers=workers or SANDBOX_WORKERS or os.cpu_count() or 1, progress=False,
-                            **SANDBOX_OPTIONS)
+        done = run_programs([p for _, p in group], Limits(timeout_s=timeout, memory_mb=memory_mb),
+                            workers=workers or os.cpu_count() or 1, progress=False, **(sandbox_options or {}))
         for (k, _), res in zip(group, done):
             results[k] = res
 

@@ -10,7 +10,8 @@ so completion token t is target position P - 1 + t in every row, and every per-t
 quantity (log-probs, advantages, values, the mask) lives in a [N, T] *completion view*
 whose valid tokens are a prefix of each row: what GAE and the loss aggregations expect.
 Positions count real tokens only and padding has segment id 0, exactly as in the sampler,
-so the training forward pass computes the numbers the sampler did.
+so the training forward pass computes the numbers the sampler did
+(codejax.objectives.policy.completion_view reads the completion view out of a row quantity).
 """
 from __future__ import annotations
 
@@ -18,21 +19,11 @@ import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from codejax.rl.rewards import as_array, combine_rewards, get_reward
+from codejax.rl.rewards import as_array, bind_settings, combine_rewards, get_reward
 
 log = logging.getLogger(__name__)
-
-NON_MODEL_COLLECTIONS = ("score_head", "value_params", "ref")  # value heads, a value model, a frozen reference
-
-
-def model_variables(variables: dict) -> dict:
-    """What the Transformer reads: the variables minus value heads and separate value models."""
-    return {k: v for k, v in variables.items() if k not in NON_MODEL_COLLECTIONS}
-
 
 def rollout_batch(prompt_ids: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], prompt_len: int,
                   max_new_tokens: int, pad_id: int) -> dict[str, np.ndarray]:
@@ -56,16 +47,6 @@ def rollout_batch(prompt_ids: Sequence[Sequence[int]], completions: Sequence[Seq
             "segment_ids": valid[:, :-1].astype(np.int32), "mask": mask}
 
 
-def completion_view(x: jax.Array, prompt_len: int) -> jax.Array:
-    """[N, P + T - 1, ...] row quantities -> [N, T, ...] at the completion's target positions."""
-    return x[:, prompt_len - 1:]
-
-
-def token_logprobs(logits: jax.Array, targets: jax.Array) -> jax.Array:
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    return jnp.take_along_axis(logp, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
-
-
 # ----------------------------------------------------------------------------------- rewards
 
 @dataclasses.dataclass
@@ -79,11 +60,13 @@ class RewardSpec:
 
     @classmethod
     def from_config(cls, rc, extra: dict[str, Callable] | None = None) -> "RewardSpec":
+        """The registered rewards named in rl.rewards, with rl's sandbox settings bound to those taking them."""
         names = [n.strip() for n in rc.rewards.split(",") if n.strip()]
         weights = [float(w) for w in rc.reward_weights.split(",") if w.strip()] or [1.0] * len(names)
         if len(weights) != len(names):
             raise ValueError(f"rl.reward_weights has {len(weights)} values for {len(names)} rl.rewards ({names})")
-        fns = {name: get_reward(name) for name in names}
+        settings = {"workers": rc.sandbox_workers or None, "default_timeout_s": rc.sandbox_timeout_s}
+        fns = {name: bind_settings(get_reward(name), **settings) for name in names}
         weights = dict(zip(names, weights))
         for name, fn in (extra or {}).items():
             fns[name], weights[name] = fn, 1.0

@@ -1,6 +1,7 @@
 """Code tokenizer: byte-level BPE training, ChatML chat template and FIM formatting.
 
 Named ``codejax.tokenizer`` (singular) so it never shadows HF's ``tokenizers`` package.
+The stdlib corpus is found and walked by codejax.corpus, like every other corpus.
 """
 
 from codejax.tokenizer.train import (
@@ -15,7 +16,6 @@ from codejax.tokenizer.train import (
     MIN_VOCAB_SIZE,
     SPECIAL_TOKENS,
     CorpusStats,
-    default_stdlib_root,
     fim_format,
     iter_stdlib_sources,
     list_source_files,
@@ -36,7 +36,6 @@ __all__ = [
     "MIN_VOCAB_SIZE",
     "SPECIAL_TOKENS",
     "CorpusStats",
-    "default_stdlib_root",
     "fim_format",
     "iter_stdlib_sources",
     "list_source_files",

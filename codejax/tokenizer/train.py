@@ -32,12 +32,13 @@ import dataclasses
 import itertools
 import logging
 import os
-import sysconfig
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
+
+from codejax.corpus import list_source_files, read_source, stdlib_root
 
 logger = logging.getLogger(__name__)
 
@@ -82,12 +83,6 @@ CHAT_TEMPLATE = r"""{%- for message in messages %}
     {{- '<|im_start|>assistant\n' }}
 {%- endif %}"""
 
-# Directory names that hold the stdlib's own test suites: large, repetitive, and full of
-# deliberately odd code, so by default they would skew merges away from ordinary code.
-_TEST_DIR_NAMES = frozenset({"test", "tests", "idle_test"})
-_THIRD_PARTY_DIR_NAMES = frozenset({"site-packages", "dist-packages", "__pycache__"})
-
-
 @dataclasses.dataclass
 class CorpusStats:
     """What a corpus iterator read and skipped, so that no file is dropped silently."""
@@ -100,41 +95,6 @@ class CorpusStats:
     @property
     def files_skipped(self) -> int:
         return len(self.skipped)
-
-
-def default_stdlib_root() -> Path:
-    """The running interpreter's stdlib directory (not the venv's, which holds no sources)."""
-    return Path(sysconfig.get_paths()["stdlib"])
-
-
-def list_source_files(root: str | os.PathLike, include_tests: bool = False) -> list[Path]:
-    """All ``.py`` files under ``root`` minus third-party and (optionally) test directories.
-
-    Sorted by root-relative POSIX path, so the corpus order, and hence the trained merges,
-    do not depend on the filesystem's directory listing order.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise ValueError(f"root={str(root)!r} is not a directory")
-    excluded = _THIRD_PARTY_DIR_NAMES if include_tests else _THIRD_PARTY_DIR_NAMES | _TEST_DIR_NAMES
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        # Pruning in place stops os.walk from descending into site-packages at all.
-        dirnames[:] = [d for d in dirnames if d not in excluded]
-        found.extend(Path(dirpath, f) for f in filenames if f.endswith(".py"))
-    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
-
-
-def read_source(path: Path) -> tuple[str | None, str | None]:
-    """Return ``(text, None)`` or ``(None, reason)``; never raises for a bad file."""
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        return None, f"unreadable: {e.strerror or e}"
-    try:
-        return data.decode("utf-8"), None
-    except UnicodeDecodeError as e:
-        return None, f"not UTF-8: {e.reason} at byte {e.start}"
 
 
 def iter_stdlib_sources(
@@ -157,7 +117,7 @@ def iter_stdlib_sources(
     if max_bytes is not None and max_bytes < 1:
         raise ValueError(f"max_bytes must be >= 1 or None, got {max_bytes}")
     stats = CorpusStats() if stats is None else stats
-    root = default_stdlib_root() if root is None else Path(root)
+    root = stdlib_root() if root is None else Path(root)
     for path in list_source_files(root, include_tests=include_tests):
         if max_files is not None and stats.files_read >= max_files:
             break

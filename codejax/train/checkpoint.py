@@ -288,3 +288,38 @@ class Checkpointer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+# ----------------------------------------------------------------------------- a finished run's checkpoints
+
+def find_checkpoint(path: str, field: str = "checkpoint_dir") -> tuple[str, int, str]:
+    """(step dir, step, run dir) of the newest step for a run workdir, its checkpoints/ folder or a step folder.
+    Errors name `field`, the config field that gave the path."""
+    from etils import epath
+    root = epath.Path(path)
+    if (root / STATE).exists() and root.name.isdigit():  # one step folder
+        return str(root), int(root.name), str(root.parent.parent)
+    ckpt_dir = root / "checkpoints" if (root / "checkpoints").is_dir() else root
+    if not ckpt_dir.is_dir():
+        raise FileNotFoundError(f"{field}={path!r} does not exist")
+    steps = ocp.utils.checkpoint_steps(ckpt_dir)  # finalized steps only (no in-flight tmp dirs)
+    if not steps:
+        raise FileNotFoundError(f"{field}={path!r}: no finished checkpoint steps in {ckpt_dir}")
+    step = max(steps)
+    run_dir = ckpt_dir.parent if ckpt_dir.name == "checkpoints" else ckpt_dir
+    return str(ckpt_dir / str(step)), step, str(run_dir)
+
+
+def restore_params(step_dir: str, target: Any) -> Any:
+    """The train state's `params` entry from a step folder, restored into `target`'s structure,
+    dtypes and shardings (a partial restore: opt_state, step and rng stay on disk)."""
+    item = {"params": abstract_like(target)}
+    args = ocp.args.PyTreeRestore(item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+                                  partial_restore=True)
+    try:
+        with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as checkpointer:
+            return checkpointer.restore(os.path.join(step_dir, STATE), args=args)["params"]
+    except Exception as e:  # noqa: BLE001 - Orbax's own error, with what to check
+        raise ValueError(f"{step_dir}: the checkpoint does not match the model built from the config "
+                         f"({type(e).__name__}: {str(e)[:400]}); the run's config.json (or the model and peft "
+                         "sections given here) must describe the trained model") from e

@@ -4,7 +4,7 @@ A loss function has the signature `loss_fn(variables, batch, rng) -> (loss_sum, 
 a weighted sum over tokens (or examples) and the sum of weights. It may return a third
 item, a dict of metric *sums* over the same weights (DPO's reward accuracy, say), which
 the step reports divided by the total weight, like the loss. Every job (LM, DPO,
-reward, ...) supplies one; the step, accumulation and optimizer are shared.
+reward, ...) supplies one (codejax/objectives); the step, accumulation and optimizer are shared.
 
 `variables` is a Flax variables dict. The trainable collections live in
 state["params"] (full fine-tuning: {"params": weights}; LoRA: {"lora": ...});
@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from codejax.losses import token_cross_entropy
+from codejax.objectives.variables import combine
 
 TrainState = dict[str, Any]  # {"step", "params", "opt_state", "rng"}
 LossFn = Callable[[Any, dict, jax.Array | None], tuple]  # (loss_sum, weight_sum[, metric_sums])
@@ -30,11 +30,6 @@ LossFn = Callable[[Any, dict, jax.Array | None], tuple]  # (loss_sum, weight_sum
 def with_metric_sums(out: tuple) -> tuple[jax.Array, jax.Array, dict]:
     """A loss function's output as (loss_sum, weight_sum, metric_sums), {} when it has none."""
     return (out[0], out[1], out[2]) if len(out) == 3 else (out[0], out[1], {})
-
-
-def combine(trainable: dict, frozen: dict | None) -> dict:
-    """One variables dict from the trainable and frozen collections."""
-    return {**frozen, **trainable} if frozen else trainable
 
 
 def init_train_state(params, optimizer: optax.GradientTransformation, seed: int) -> TrainState:
@@ -151,17 +146,3 @@ def make_eval_step(loss_fn: LossFn, jit: bool = True, parallel=None, param_shard
         return _frozen_optional(_jit(eval_step, None, None, None, donate=False))
     return _frozen_optional(_jit(eval_step, parallel, (param_shardings, parallel.batch_sharding, frozen_shardings),
                                  parallel.replicated, donate=False))
-
-
-def lm_loss_fn(model) -> LossFn:
-    """Next-token loss of a codejax.models.Transformer on a packed batch.
-
-    The rng drives dropout where the model has any (LoRA dropout); rng None means none.
-    """
-
-    def loss_fn(variables, batch, rng):
-        rngs = {} if rng is None else {"dropout": rng}
-        logits = model.apply(variables, batch["inputs"], batch["positions"], batch["segment_ids"], rngs=rngs)
-        return token_cross_entropy(logits, batch["targets"], batch["weights"])
-
-    return loss_fn

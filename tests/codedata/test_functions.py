@@ -157,7 +157,7 @@ def test_stubs_short_docstrings_long_bodies_and_line_endings():
 
 
 def test_stdlib_slice():
-    rows, stats = F.mine_tree(F.default_root(), max_files=30)
+    rows, stats = F.mine_tree(F.stdlib_root(), max_files=30)
     assert stats.files_read + len(stats.files_skipped) == 30
     assert stats.pairs == len(rows) > 30
     assert stats.functions_seen == stats.pairs + sum(stats.skipped_by_reason.values())

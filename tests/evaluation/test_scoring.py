@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from codejax.evaluation import TaskDataError, format_table, read_samples, score, write_report
+from codejax.evaluation import BenchmarkDataError, format_table, read_samples, score, write_report
 from codejax.sandbox import Limits
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,17 +51,17 @@ def test_unknown_task_ids_are_an_error(humaneval):
                {"task_id": 7, "completion": ""}]
     with pytest.raises(ValueError, match=r"2 samples name 2 task_ids .* 'MBPP/1', '7'.*another task"):
         score(humaneval, samples)
-    with pytest.raises(TaskDataError, match=r"samples\[0\]: field 'completion' must be str"):
+    with pytest.raises(BenchmarkDataError, match=r"samples\[0\]: field 'completion' must be str"):
         score(humaneval, [{"task_id": "HumanEval/0", "completion": None}])
 
 
 def test_read_samples_checks_rows(tmp_path):
     path = tmp_path / "s.jsonl"
     path.write_text('{"task_id": "HumanEval/0", "completion": "x"}\n\n{"task_id": "HumanEval/1"}\n')
-    with pytest.raises(TaskDataError, match=r"s.jsonl:3: field 'completion' must be str"):
+    with pytest.raises(BenchmarkDataError, match=r"s.jsonl:3: field 'completion' must be str"):
         read_samples(path)
     path.write_text('{"completion": "x"}\n')
-    with pytest.raises(TaskDataError, match=r"s.jsonl:1: field 'task_id'"):
+    with pytest.raises(BenchmarkDataError, match=r"s.jsonl:1: field 'task_id'"):
         read_samples(path)
     with pytest.raises(FileNotFoundError):
         read_samples(tmp_path / "none.jsonl")

@@ -4,9 +4,10 @@ import jax.numpy as jnp
 import pytest
 
 from codejax.models import Transformer, abstract_params, param_counts, tiny_config
+from codejax.objectives.lm import lm_loss_fn
 from codejax.parallel import Parallel, make_mesh
 from codejax.parallel.memory import activation_bytes, estimate_memory
-from codejax.train.step import accumulated_grads, lm_loss_fn
+from codejax.train.step import accumulated_grads
 
 CFG = tiny_config("llama", num_layers=4, hidden_size=256, intermediate_size=512, vocab_size=1024)
 ROWS, SEQ = 8, 256

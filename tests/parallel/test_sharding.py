@@ -8,10 +8,11 @@ from jax.sharding import NamedSharding, PartitionSpec
 from codejax.config import base_config
 from codejax.models import Transformer, abstract_params, init_params, logical_axes, save_hf, tiny_config
 from codejax.models.hf import load_hf_params
+from codejax.objectives.lm import lm_loss_fn
 from codejax.parallel import Parallel, check_divisible, logical_rules, make_mesh, resolve_axis_sizes
 from codejax.train.checkpoint import Checkpointer, abstract_like
 from codejax.train.optim import make_optimizer
-from codejax.train.step import init_train_state, lm_loss_fn, make_train_step
+from codejax.train.step import init_train_state, make_train_step
 
 CFG = tiny_config("llama", num_layers=2)
 MESHES = {"dp": (8, 1, 1), "fsdp": (1, 8, 1), "tp": (4, 1, 2), "fsdp_tp": (2, 2, 2), "zero1": (8, 1, 1)}

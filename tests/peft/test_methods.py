@@ -11,7 +11,8 @@ from codejax.models import Transformer, init_params, tiny_config
 from codejax.peft import (PeftSpec, count_params, dequantize_base, init_adapters, merge, quantize_base,
                           unmerge)
 from codejax.models.adapters import METHODS
-from codejax.train.step import init_train_state, lm_loss_fn, make_train_step
+from codejax.objectives.lm import lm_loss_fn
+from codejax.train.step import init_train_state, make_train_step
 
 CFG = tiny_config("llama")  # hidden 64, 2 layers, 4 heads of 16, 2 kv heads, mlp 128 (scanned)
 TRAINABLE = [m for m in METHODS if m != "none"]

@@ -228,8 +228,8 @@ def test_iter_sources_limits_and_test_dirs(tmp_path):
 
 
 def test_default_root_is_stdlib_without_site_packages():
-    files = T.list_source_files(T.default_stdlib_root())
-    rel = {p.relative_to(T.default_stdlib_root()).as_posix() for p in files}
+    files = T.list_source_files(T.stdlib_root())
+    rel = {p.relative_to(T.stdlib_root()).as_posix() for p in files}
     assert "os.py" in rel and "json/__init__.py" in rel
     assert not any("site-packages" in r or r.startswith("test/") for r in rel)
 

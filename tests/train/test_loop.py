@@ -16,9 +16,11 @@ from codejax.data import ALPACA_PROMPT
 from codejax.jobs import get_job
 from codejax.models import Transformer, init_params, tiny_config
 from codejax.tokenizer import train_code_tokenizer
-from codejax.train.loop import NonFiniteLossError, TrainTask, run_training
+from codejax.objectives.lm import lm_loss_fn
+from codejax.objectives.variables import ModelVariables
+from codejax.train.loop import TrainInputs, run_training
 from codejax.train.metrics import read_metrics
-from codejax.train.step import lm_loss_fn
+from codejax.train.run import NonFiniteLossError
 
 ROOT = Path(__file__).resolve().parents[2]
 SFT_CONFIG = str(ROOT / "configs" / "sft.py")
@@ -157,8 +159,9 @@ class _PoisonedBatches:
 def _tiny_task(train_iter, make_eval_iter=None):
     cfg = tiny_config("llama")
     model = Transformer(cfg)
-    return TrainTask(loss_fn=lm_loss_fn(model), params={"params": init_params(cfg, jnp.zeros(2, jnp.uint32))},
-                     train_iter=train_iter, make_eval_iter=make_eval_iter)
+    variables = ModelVariables({"params": init_params(cfg, jnp.zeros(2, jnp.uint32))}, None)
+    return TrainInputs(loss_fn=lm_loss_fn(model), variables=variables, train_iter=train_iter,
+                       make_eval_iter=make_eval_iter)
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(sft_files, tmp_path):
@@ -238,7 +241,7 @@ def test_extra_eval_metric_selects_the_best_checkpoint_and_stops_early(sft_files
     poisoned = _PoisonedBatches(poison_at=-1)
     scores = iter([0.2, 0.5, 0.4, 0.3, 0.1, 0.0])  # best at the second eval (step 4), then worse
     task = _tiny_task(poisoned)
-    task.extra_eval = lambda params, frozen: {"eval/pass@1": next(scores)}
+    task.extra_eval = lambda variables: {"eval/pass@1": next(scores)}
     config = _config(sft_files, **{"train.steps": 40, "train.eval_every": 2, "train.checkpoint_every": 2,
                                    "train.best_metric": "eval/pass@1", "train.best_mode": "max",
                                    "train.early_stopping_patience": 2, "train.async_checkpoint": False})

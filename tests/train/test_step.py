@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from codejax.models import Transformer, init_params, tiny_config
+from codejax.objectives.lm import lm_loss_fn
 from codejax.train.optim import decay_mask, learning_rate_schedule, make_optimizer
-from codejax.train.step import (accumulated_grads, init_train_state, lm_loss_fn, make_eval_step,
-                                make_train_step)
+from codejax.train.step import accumulated_grads, init_train_state, make_eval_step, make_train_step
 
 
 def _optim_cfg(**kw):

@@ -1,0 +1,233 @@
+"""The on-policy RL loop shared by every registered algorithm (GRPO, RLOO, PPO): sample, score, update.
+
+One RL step:
+1. take `prompts_per_step` prompts (a seeded, checkpointed pass over the prompt set);
+2. sample `group_size` completions each with the current policy (codejax.generate);
+3. reward them (RewardSpec: registered functions, a reward model, an ensemble; missing-EOS penalty);
+4. one no-grad pass for the rollout's log-probs (the algorithm's `score`: PPO adds values) and,
+   with a KL term, the reference's;
+5. the algorithm's advantages (group-normalised, leave-one-out, or GAE with the KL penalty);
+6. `epochs` passes of `minibatches` optimizer steps over the rollouts (the training core's
+   jitted train step, with accumulation and sharding).
+
+Everything around the steps (workdir, resume, checkpoints with the prompt iterator and KL
+coefficient, SIGTERM, non-finite checks, early stopping on eval/reward, the summary) is the
+run scaffold's (codejax/train/run.py). Held-out prompts are scored greedily every
+`train.eval_every` steps (eval/reward, the usual best-checkpoint metric).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from codejax.generate import SamplingParams, generate
+from codejax.losses import AdaptiveKLController, FixedKLController
+from codejax.objectives.policy import completion_logprobs
+from codejax.objectives.variables import ModelVariables, combine, policy_view, reference_view
+from codejax.parallel import Parallel
+from codejax.rl.algorithms import get_algorithm
+from codejax.rl.rollout import RewardSpec, rollout_batch
+from codejax.train.optim import make_optimizer
+from codejax.train.run import Run
+from codejax.train.step import make_train_step
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class RLInputs:
+    """What an RL job hands `run_rl`."""
+
+    algorithm: str  # a registered codejax.rl.algorithms name
+    model: Any
+    tokenizer: Any
+    variables: ModelVariables  # the policy (+ the algorithm's extra collections), a frozen base or reference
+    rewards: RewardSpec
+    train_prompts: list[dict]  # rows with "prompt_ids", "prompt" (text) and reward columns
+    eval_prompts: list[dict]
+    parallel: Parallel | None = None
+
+
+class PromptIterator:
+    """Seeded epochs over prompt indices; its state (epoch, position) goes in the checkpoint."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch, self.pos = n, seed, 0, 0
+
+    def take(self, k: int) -> list[int]:
+        out = []
+        while len(out) < k:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+            take = min(k - len(out), self.n - self.pos)
+            out.extend(order[self.pos:self.pos + take].tolist())
+            self.pos += take
+            if self.pos == self.n:
+                self.epoch, self.pos = self.epoch + 1, 0
+        return out
+
+    def get_state(self) -> dict:
+        return {"epoch": self.epoch, "pos": self.pos, "n": self.n}
+
+    def set_state(self, state: dict) -> None:
+        if state.get("n") != self.n:
+            raise ValueError(f"checkpointed prompt iterator covered {state.get('n')} prompts, this run has {self.n}")
+        self.epoch, self.pos = state["epoch"], state["pos"]
+
+
+class _LoopState:
+    """The checkpoint's data item: the prompt order and the KL coefficient."""
+
+    def __init__(self, prompts: PromptIterator, kl):
+        self.prompts, self.kl = prompts, kl
+
+    def get_state(self) -> dict:
+        return {"prompts": self.prompts.get_state(), "kl": self.kl.state_dict()}
+
+    def set_state(self, state: dict) -> None:
+        self.prompts.set_state(state["prompts"])
+        self.kl.load_state_dict(state["kl"])
+
+
+def _columns(rows: list[dict], repeat: int) -> dict[str, list]:
+    skip = {"prompt", "prompt_ids"}
+    keys = sorted({k for r in rows for k in r} - skip)
+    return {k: [r.get(k) for r in rows for _ in range(repeat)] for k in keys}
+
+
+def sample_and_score(inputs: RLInputs, variables: dict, rows: list[dict], params: SamplingParams):
+    """Samples for `rows` and their rewards: (samples, total [N], {name: [N]})."""
+    samples = generate(inputs.model, policy_view(variables), inputs.tokenizer, [r["prompt_ids"] for r in rows], params)
+    prompts = [rows[i]["prompt"] for i in samples.prompt_index]
+    total, parts = inputs.rewards(prompts, samples.texts, _columns(rows, params.n), samples.finish_reasons)
+    return samples, total, parts
+
+
+def reward_metrics(prefix: str, total: np.ndarray, parts: dict, samples) -> dict[str, float]:
+    lengths = np.asarray([len(t) for t in samples.tokens])
+    out = {f"{prefix}/reward": float(np.nanmean(total)) if np.isfinite(total).any() else float("nan"),
+           f"{prefix}/completion_length": float(lengths.mean()),
+           f"{prefix}/truncated_fraction": float(np.mean([r == "length" for r in samples.finish_reasons]))}
+    for name, values in parts.items():
+        if np.isfinite(values).any():
+            out[f"{prefix}/rewards/{name}"] = float(np.nanmean(values))
+    return out
+
+
+def check_rl_config(config, algorithm, par: Parallel | None) -> int:
+    """Fail before any work on batch shapes that cannot work; returns the minibatch size."""
+    rc = config.rl
+    n_rollouts = rc.prompts_per_step * rc.group_size
+    if rc.minibatches < 1 or n_rollouts % rc.minibatches:
+        raise ValueError(f"rl.prompts_per_step x rl.group_size = {n_rollouts} rollouts do not split into "
+                         f"rl.minibatches={rc.minibatches}")
+    if algorithm.group_baseline and rc.group_size < 2:
+        raise ValueError(f"{algorithm.name} compares completions within a group: rl.group_size must be >= 2")
+    mb_size = n_rollouts // rc.minibatches
+    if par is not None:
+        devices = par.mesh.shape["data"] * par.mesh.shape["fsdp"]
+        if mb_size % (devices * config.optim.grad_accum_steps):
+            raise ValueError(f"minibatches of {mb_size} rollouts (prompts_per_step x group_size / minibatches) must "
+                             f"split over {devices} data x fsdp devices x optim.grad_accum_steps="
+                             f"{config.optim.grad_accum_steps}")
+    return mb_size
+
+
+def run_rl(config, workdir: str, inputs: RLInputs) -> tuple[dict, dict]:
+    """Train the policy in `inputs` for config.train.steps RL steps in `workdir`; returns (summary, final state)."""
+    rc, tc, par, model = config.rl, config.train, inputs.parallel, inputs.model
+    algorithm = get_algorithm(inputs.algorithm)
+    mb_size = check_rl_config(config, algorithm, par)
+    n_rollouts = rc.prompts_per_step * rc.group_size
+    prompt_len = max(len(r["prompt_ids"]) for r in inputs.train_prompts + inputs.eval_prompts)
+    max_new = rc.max_new_tokens
+    tok = inputs.tokenizer
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    optimizer, schedule = make_optimizer(config.optim, tc.steps * rc.epochs * rc.minibatches)
+    kl = (AdaptiveKLController(rc.kl_coef, rc.kl_target, rc.kl_horizon) if rc.adaptive_kl
+          else FixedKLController(rc.kl_coef))
+    prompts = PromptIterator(len(inputs.train_prompts), config.seed)
+    with Run(config, workdir, inputs.variables, optimizer, _LoopState(prompts, kl), par, desc=algorithm.name) as run:
+        if run.finished:
+            return run.finished, run.state
+        train_step = make_train_step(algorithm.loss_fn(model, rc, prompt_len, max_new), optimizer, schedule,
+                                     config.optim.grad_accum_steps, parallel=par,
+                                     state_shardings=run.state_shardings, frozen_shardings=run.frozen_shardings)
+
+        @jax.jit
+        def score(trainable, frozen, batch):
+            """No-grad pass over the rollouts: the algorithm's (old log-probs, values) and the reference's."""
+            variables = combine(trainable, frozen)
+            out = algorithm.score(model, variables, batch, prompt_len)
+            if rc.kl_coef > 0:
+                out["ref_logp"] = completion_logprobs(model, reference_view(variables), batch, prompt_len)
+            return out
+
+        sampling = SamplingParams(max_new_tokens=max_new, temperature=rc.temperature, top_p=rc.top_p,
+                                  top_k=rc.top_k, n=rc.group_size, stop=tuple(s for s in rc.stop.split("|") if s))
+        greedy = dataclasses.replace(sampling, temperature=0.0, top_p=1.0, top_k=0, n=1)
+
+        def do_eval(step: int) -> bool:
+            if not inputs.eval_prompts:
+                return False
+            samples, total, parts = sample_and_score(inputs, combine(run.state["params"], run.frozen),
+                                                     inputs.eval_prompts, greedy)
+            return run.evaluate(step, reward_metrics("eval", total, parts, samples))
+
+        if tc.eval_at_start and run.start_step == 0:
+            do_eval(0)
+        metrics: dict[str, float] = {}
+        for step in range(run.start_step + 1, tc.steps + 1):
+            t0 = time.time()
+            rows = [inputs.train_prompts[i] for i in prompts.take(rc.prompts_per_step)]
+            samples, total, parts = sample_and_score(
+                inputs, combine(run.state["params"], run.frozen), rows,
+                dataclasses.replace(sampling, seed=config.seed * 1_000_003 + step))
+            t_sample = time.time() - t0
+            batch = rollout_batch([r["prompt_ids"] for r in rows for _ in range(rc.group_size)], samples.tokens,
+                                  prompt_len, max_new, pad_id)
+            if rc.mask_truncated:
+                batch["mask"][np.asarray([r == "length" for r in samples.finish_reasons])] = 0.0
+            batch.update(jax.device_get(score(run.state["params"], run.frozen, batch)))
+            metrics = reward_metrics("train", total, parts, samples)
+            metrics["train/time/sampling_s"] = t_sample
+            advantages, adv_metrics = algorithm.advantages(batch, total, rc, kl.value)
+            batch.update(advantages)
+            metrics.update(adv_metrics)
+
+            rng = np.random.default_rng([config.seed, 7, step])  # per step, so a resumed run shuffles alike
+            for _ in range(rc.epochs):
+                order = rng.permutation(n_rollouts)
+                for m in range(rc.minibatches):
+                    idx = order[m * mb_size:(m + 1) * mb_size]
+                    run.state, out = train_step(run.state, run.place({k: v[idx] for k, v in batch.items()}),
+                                                run.frozen)
+            run.step = step
+            metrics.update({f"train/{k}": float(v) for k, v in jax.device_get(out).items()})
+            if algorithm.adapts_kl:
+                kl.update(metrics["train/kl"], n_rollouts)
+                metrics["train/kl_coef"] = float(kl.value)
+            metrics["train/time/step_s"] = time.time() - t0
+            run.check_finite({"loss": metrics["train/loss"], "grad_norm": metrics["train/grad_norm"]}, step)
+            if step % tc.log_every == 0 or step == tc.steps:
+                run.log(step, metrics)
+            run.progress(reward=f"{metrics['train/reward']:.3f}")
+
+            evaluated = bool(tc.eval_every) and step % tc.eval_every == 0 and step < tc.steps
+            if evaluated and do_eval(step):
+                run.stop_early()
+                break
+            if run.preempted(evaluated):
+                break
+            run.maybe_save(step, {}, evaluated)
+
+        if run.completed:
+            do_eval(run.step)
+            run.save_final({})
+        summary = run.close({"algorithm": algorithm.name, "last_train": metrics,
+                             "prompts": {"train": len(inputs.train_prompts), "eval": len(inputs.eval_prompts)}})
+        return summary, run.state

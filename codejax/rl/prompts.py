@@ -1,0 +1,53 @@
+"""RL prompt rows: read from rl.prompts_path (or a built-in environment), split, and tokenized.
+
+Rows are `{"prompt": str, ...}`; the other fields are the columns the reward functions read
+(`tests`, `code_prefix`, ...; see codejax/rl/rewards.py). Identical prompts always land on the
+same side of the train/eval split.
+"""
+from __future__ import annotations
+
+import hashlib
+
+from codejax.data import sources
+from codejax.data.errors import DataError
+from codejax.data.formats import require_string
+from codejax.evaluation.sampling import encode_prompts
+from codejax.rl.environments import ENVIRONMENTS
+
+ENVIRONMENT_SIZE = 2048  # prompts drawn from a built-in environment (then split by rl.eval_fraction)
+
+
+def _held_out(text: str, seed: int, fraction: float) -> bool:
+    digest = hashlib.sha256(f"{seed}\0{text}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0 ** 64 < fraction
+
+
+def load_prompt_rows(config) -> tuple[list[dict], list[dict]]:
+    """(train, eval) prompt rows; identical prompts always land on the same side."""
+    rc = config.rl
+    if rc.prompts_path:
+        rows = []
+        for where, row in sources.read_rows([p.strip() for p in rc.prompts_path.split(",") if p.strip()]):
+            if isinstance(row, DataError):
+                raise row
+            require_string(row, "prompt", where)
+            rows.append(row)
+    elif rc.builtin_task in ENVIRONMENTS:
+        rows = ENVIRONMENTS[rc.builtin_task](ENVIRONMENT_SIZE, seed=config.seed)
+    else:
+        raise ValueError(f"rl.builtin_task={rc.builtin_task!r}; known: {sorted(ENVIRONMENTS)} (or set rl.prompts_path)")
+    train = [r for r in rows if not _held_out(r["prompt"], config.seed, rc.eval_fraction)]
+    held = [r for r in rows if _held_out(r["prompt"], config.seed, rc.eval_fraction)]
+    if not train:
+        raise ValueError(f"no training prompts (of {len(rows)}) with rl.eval_fraction={rc.eval_fraction}")
+    return train, held
+
+
+def attach_prompt_ids(rows: list[dict], tokenizer, chat: bool) -> list[dict]:
+    """Each row with its "prompt_ids" (through the chat template with rl.chat)."""
+    texts = [r["prompt"] for r in rows]
+    if chat:
+        texts = [tokenizer.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True,
+                                               tokenize=False) for t in texts]
+    ids = encode_prompts(tokenizer, texts, "chat" if chat else "completion")
+    return [{**r, "prompt_ids": i} for r, i in zip(rows, ids)]
