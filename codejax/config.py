@@ -25,8 +25,8 @@ from collections.abc import Callable, Mapping
 import ml_collections
 
 from codejax.codedata.settings import config_fields as data_pipeline_fields
-from codejax.models.adapters import METHODS as PEFT_METHOD_NAMES
 from codejax.models.adapters import config_fields as peft_fields
+from codejax.peft.methods import PEFT_METHODS
 
 Section = ml_collections.ConfigDict
 
@@ -249,14 +249,14 @@ def make_tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.train.eval_every = 15
     c.train.checkpoint_every = 15
     if c.peft.method != "none":
-        c.optim.lr = PEFT_TINY_LR[c.peft.method]
+        c.optim.lr = PEFT_METHODS[c.peft.method].tiny_lr
         c.peft.num_virtual_tokens = 8
     return c
 
 
 # ----------------------------------------------------------------------------- variants
 
-PEFT_VARIANTS = tuple(m for m in PEFT_METHOD_NAMES if m != "none")
+PEFT_VARIANTS = tuple(m for m in PEFT_METHODS if m != "none")
 Variant = Callable[[ml_collections.ConfigDict], object]
 
 
@@ -303,12 +303,6 @@ def bfloat16(c: ml_collections.ConfigDict) -> None:
     c.model.dtype = "bfloat16"
 
 
-# Learning rates that work for each PEFT method in SFT (prompt-like methods want far larger steps than LoRA).
-PEFT_LR = {"lora": 2e-4, "qlora": 2e-4, "dora": 2e-4, "prefix": 1e-2, "prompt": 3e-2, "adapter": 1e-3, "ia3": 3e-3}
-PEFT_TINY_LR = {"lora": 1e-2, "qlora": 1e-2, "dora": 1e-2, "prefix": 1e-2, "prompt": 3e-2, "adapter": 3e-3,
-                "ia3": 1e-2}
-
-
 def peft_targets(c: ml_collections.ConfigDict, method: str) -> None:
     """A PEFT variant's shared settings: LoRA r=16, alpha=32 on every linear layer."""
     del method
@@ -320,7 +314,7 @@ def peft_sft(c: ml_collections.ConfigDict, method: str) -> None:
     """A PEFT variant of supervised training: the shared targets and the method's learning rate."""
     peft_targets(c, method)
     c.optim.weight_decay = 0.0
-    c.optim.lr = PEFT_LR[method]
+    c.optim.lr = PEFT_METHODS[method].lr
 
 
 

@@ -3,15 +3,15 @@
 Where a method acts *inside* the model (its collection, its layers) is its
 `codejax.models.adapters.LAYOUTS` row; this table adds the rest:
 
-    method   merge            unmerge   HF PEFT type     export dtype
+    method   merge            unmerge   HF PEFT type     export dtype   SFT lr (tiny)
     none     -                -         -                -
-    lora     W + s A B        yes       LORA             param dtype
-    qlora    as lora          yes       LORA             bfloat16 (the base was 4-bit)
-    dora     m (W + s A B)/|.| no       LORA, use_dora   param dtype
-    prefix   -                -         -                (no equivalent layout)
-    prompt   -                -         PROMPT_TUNING
-    adapter  -                -         -                (no Houlsby adapters in HF PEFT)
-    ia3      W * l            yes       IA3
+    lora     W + s A B        yes       LORA             param dtype    2e-4 (1e-2)
+    qlora    as lora          yes       LORA             bfloat16       2e-4 (1e-2)  (the base was 4-bit)
+    dora     m (W + s A B)/|.| no       LORA, use_dora   param dtype    2e-4 (1e-2)
+    prefix   -                -         -                               1e-2 (1e-2)  (no HF layout)
+    prompt   -                -         PROMPT_TUNING                   3e-2 (3e-2)
+    adapter  -                -         -                               1e-3 (3e-3)  (no Houlsby in HF PEFT)
+    ia3      W * l            yes       IA3                             3e-3 (1e-2)
 
 A merge (or unmerge) function maps one adapted projection:
 `fn(model, module_path, kernel, bias, leaves) -> (kernel, bias)`, with the kernel
@@ -43,6 +43,10 @@ class PeftMethod:
     unmerge_note: str = ""  # why not, when merge exists but unmerge does not
     hf_peft_type: str | None = None  # HF PEFT's peft_type for its adapter directory; None: no such format
     export_dtype: str | None = None  # dtype of a merged export; None: the model's param dtype
+    # Learning rates that work for SFT with this method, on a real model and on the :tiny config
+    # (prompt-like methods want far larger steps than LoRA).
+    lr: float = 2e-4
+    tiny_lr: float = 1e-2
 
     @property
     def layout(self) -> Layout:
@@ -115,10 +119,10 @@ PEFT_METHODS: dict[str, PeftMethod] = {row.name: row for row in (
     PeftMethod("qlora", _merge_lora, _unmerge_lora, hf_peft_type="LORA", export_dtype="bfloat16"),
     PeftMethod("dora", _merge_dora, unmerge_note="DoRA's merged weights do not determine the base (the column "
                "norm it divided by is gone): keep the base params", hf_peft_type="LORA"),
-    PeftMethod("prefix"),
-    PeftMethod("prompt", hf_peft_type="PROMPT_TUNING"),
-    PeftMethod("adapter"),
-    PeftMethod("ia3", _merge_ia3, _unmerge_ia3, hf_peft_type="IA3"),
+    PeftMethod("prefix", lr=1e-2),
+    PeftMethod("prompt", hf_peft_type="PROMPT_TUNING", lr=3e-2, tiny_lr=3e-2),
+    PeftMethod("adapter", lr=1e-3, tiny_lr=3e-3),
+    PeftMethod("ia3", _merge_ia3, _unmerge_ia3, hf_peft_type="IA3", lr=3e-3),
 )}
 assert set(PEFT_METHODS) == set(LAYOUTS), "every model layout needs a PEFT_METHODS row"
 
