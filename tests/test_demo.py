@@ -3,11 +3,14 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+
 from codejax import demo
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_demo_builds_saves_reloads_and_scores(tmp_path):
     figures = demo.run(str(tmp_path), family="starcoder2", vocab_size=400, max_files=20)
     assert (tmp_path / "model" / "config.json").exists()
@@ -17,6 +20,7 @@ def test_demo_builds_saves_reloads_and_scores(tmp_path):
     assert math.isfinite(figures["nll"]) and abs(figures["nll"] - figures["uniform_nll"]) < 1.0
 
 
+@pytest.mark.slow
 def test_colab_notebooks_execute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     notebooks = sorted((ROOT / "colab").glob("*.ipynb"))

@@ -41,6 +41,11 @@ _UTF8_BOM = b"\xef\xbb\xbf"
 _PARQUET_BATCH_ROWS = 1024
 
 
+def split_paths(spec: str) -> list[str]:
+    """A config's comma-separated path list ('a.jsonl, b/*.jsonl') -> ['a.jsonl', 'b/*.jsonl']."""
+    return [p.strip() for p in spec.split(",") if p.strip()]
+
+
 def resolve_paths(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
     """Expand ``paths`` (one path, or a list of paths and glob patterns) into existing paths."""
     if isinstance(paths, (str, os.PathLike)):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from codejax.data import build_datasets
+from codejax.data.sources import split_paths
 from codejax.evaluation.sampling import pass_at_k_hook
 from codejax.jobs import register
 from codejax.models import flops_per_token
@@ -18,10 +19,6 @@ from codejax.setup import build_trainable, finish, load_tokenizer
 from codejax.train.loop import TrainInputs, run_training
 
 log = logging.getLogger(__name__)
-
-
-def split_paths(spec: str) -> list[str]:
-    return [p.strip() for p in spec.split(",") if p.strip()]
 
 
 def build_data(config, tokenizer):

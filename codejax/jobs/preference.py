@@ -15,6 +15,7 @@ import jax
 import numpy as np
 
 from codejax.data.pairs import PreferenceFields, batch_rows, build_pair_datasets, padding_pair
+from codejax.data.sources import split_paths
 from codejax.jobs import register
 from codejax.models import flops_per_token
 from codejax.objectives import dpo, reward
@@ -26,18 +27,14 @@ from codejax.train.loop import TrainInputs, run_training
 log = logging.getLogger(__name__)
 
 
-def _paths(spec: str) -> list[str]:
-    return [p.strip() for p in spec.split(",") if p.strip()]
-
-
 def build_pair_data(config, tokenizer, *, shift: bool, extra=None):
     dc, pc = config.data, config.preference
     if not dc.train_paths:
         raise ValueError("data.train_paths is empty: give preference rows ({prompt, chosen, rejected} JSONL, ...)")
-    eval_paths = _paths(dc.eval_paths) or None
+    eval_paths = split_paths(dc.eval_paths) or None
     fields = PreferenceFields(pc.prompt_field, pc.chosen_field, pc.rejected_field, pc.margin_field)
     return build_pair_datasets(
-        tokenizer=tokenizer, train_paths=_paths(dc.train_paths), eval_paths=eval_paths, seq_len=dc.seq_len,
+        tokenizer=tokenizer, train_paths=split_paths(dc.train_paths), eval_paths=eval_paths, seq_len=dc.seq_len,
         batch_size=dc.batch_size, eval_batch_size=dc.eval_batch_size or None,
         eval_fraction=0.0 if eval_paths else dc.eval_fraction, seed=config.seed, shuffle=dc.shuffle,
         max_prompt_len=pc.max_prompt_len, skip_bad_rows=dc.skip_bad_rows, fields=fields, shift=shift,

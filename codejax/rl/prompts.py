@@ -27,7 +27,7 @@ def load_prompt_rows(config) -> tuple[list[dict], list[dict]]:
     rc = config.rl
     if rc.prompts_path:
         rows = []
-        for where, row in sources.read_rows([p.strip() for p in rc.prompts_path.split(",") if p.strip()]):
+        for where, row in sources.read_rows(sources.split_paths(rc.prompts_path)):
             if isinstance(row, DataError):
                 raise row
             require_string(row, "prompt", where)

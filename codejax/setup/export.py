@@ -16,6 +16,7 @@ from codejax.peft.api import merge
 from codejax.peft.hf_peft import save_hf_adapter
 from codejax.peft.methods import PEFT_METHODS
 from codejax.setup.model import TrainableModel
+from codejax.train.run import SIGTERM
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,6 @@ def finish(config, tm: TrainableModel, summary: dict, state: dict, workdir: str,
     """Add the model facts to the summary and export the trained model (heads and value models
     left out), unless preempted: a preemption's grace period is never spent exporting."""
     summary.update(tm.facts())
-    if summary["stop_reason"] != "SIGTERM":
+    if summary["stop_reason"] != SIGTERM:
         summary.update(export_trained(config, tm, policy_view(state["params"]), workdir, tokenizer))
     return summary

@@ -206,9 +206,11 @@ class Run:
         for key in ("loss", "grad_norm"):
             if metrics and key in metrics and not math.isfinite(float(metrics[key])):
                 self.checkpointer.wait()
-                raise NonFiniteLossError(
-                    f"{key} is {float(metrics[key])} at step {step}; stopping. The last good checkpoint "
-                    f"(step {self.checkpointer.latest_step()}) is kept in {self.checkpointer.directory}")
+                last = self.checkpointer.latest_step()
+                kept = (f"The last good checkpoint (step {last}) is kept in {self.checkpointer.directory}"
+                        if last is not None else "No checkpoint had been saved yet")
+                raise NonFiniteLossError(f"{key} is {float(metrics[key])} at step {step}; stopping. {kept}; "
+                                         "lower optim.lr or raise optim.warmup_steps, or check the data")
 
     def evaluate(self, step: int, metrics: dict[str, float]) -> bool:
         """Log an evaluation and track the best `train.best_metric`; True when the patience has run out

@@ -248,8 +248,8 @@ def test_fim_rate_and_counted_skips():
 def test_unknown_task_and_bad_options_raise():
     with pytest.raises(ValueError, match="known tasks: function_impl, completion"):
         _build(["function_impl", "summarise"])
-    with pytest.raises(ValueError, match="output_format"):
-        tasks.TaskOptions(output_format="sharegpt")
+    with pytest.raises(ValueError, match="row_format"):  # the data_pipeline field's name
+        tasks.TaskOptions(row_format="sharegpt")
     with pytest.raises(ValueError, match="unknown augmentations"):
         tasks.TaskOptions(bug_kinds=("typo",))
 

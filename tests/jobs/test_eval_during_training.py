@@ -2,9 +2,13 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from codejax.config import load_config_file
 from codejax.jobs import get_job
 from codejax.train.metrics import read_metrics
+
+pytestmark = pytest.mark.slow  # end-to-end job runs
 
 CONFIG = str(Path(__file__).resolve().parents[2] / "configs" / "sft.py")
 

@@ -36,6 +36,7 @@ def _noisy(tree, seed):  # jitted: op-by-op random draws per leaf take seconds o
                                                   for x, k in zip(leaves, keys)])
 
 
+@pytest.mark.slow
 def test_eval_job_generates_scores_and_writes_its_files(chat_tokenizer_dir, tmp_path):
     tokenizer = transformers.AutoTokenizer.from_pretrained(chat_tokenizer_dir)
     cfg = tiny_config("llama", vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id,
@@ -97,6 +98,7 @@ def _assert_same(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.slow
 def test_full_fine_tuning_checkpoint_is_restored(tmp_path, chat_tokenizer_dir):
     train_config, run = _run_dir(tmp_path, "sft.py:tiny", chat_tokenizer_dir)
     tokenizer = load_tokenizer(train_config)
@@ -115,6 +117,7 @@ def test_full_fine_tuning_checkpoint_is_restored(tmp_path, chat_tokenizer_dir):
         get_job("eval")(_eval_config(run), str(run))
 
 
+@pytest.mark.slow
 def test_lora_checkpoint_restores_the_adapters_onto_the_base(tmp_path, chat_tokenizer_dir):
     train_config, run = _run_dir(tmp_path, "sft_peft.py:tiny", chat_tokenizer_dir)
     tokenizer = load_tokenizer(train_config)

@@ -52,6 +52,7 @@ def _checkpointed_collections(workdir: Path, step: int) -> set[str]:
     return {k[1] for k in keys if k[0] == "params"}
 
 
+@pytest.mark.slow
 def test_lora_sft_learns_checkpoints_the_adapter_only_and_resumes(sft_files, tmp_path):
     summary = get_job("sft")(_config("tiny", sft_files), str(tmp_path))
     losses = {r["step"]: r["train/loss"] for r in read_metrics(tmp_path / "metrics.jsonl") if "train/loss" in r}
@@ -68,6 +69,7 @@ def test_lora_sft_learns_checkpoints_the_adapter_only_and_resumes(sft_files, tmp
     assert resumed["steps"] == 25 and resumed["tokens_seen_this_run"] < summary["tokens_seen_this_run"]
 
 
+@pytest.mark.slow
 def test_qlora_sft_exports_a_merged_16bit_model(sft_files, tmp_path):
     summary = get_job("sft")(_config("qlora_tiny", sft_files, **{"train.export_hf": True}), str(tmp_path))
     assert _checkpointed_collections(tmp_path, 20) == {"lora"}
@@ -82,6 +84,7 @@ def test_qlora_sft_exports_a_merged_16bit_model(sft_files, tmp_path):
     np.testing.assert_allclose(again["last_eval"]["eval/loss"], summary["last_eval"]["eval/loss"], rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_prefix_tuning_cannot_export_a_merged_model(sft_files, tmp_path):
     with pytest.raises(ValueError, match="cannot be merged"):
         get_job("sft")(_config("prefix_tiny", sft_files, **{"train.export_hf": True}), str(tmp_path))

@@ -9,6 +9,8 @@ from codejax.config import load_config_file
 from codejax.jobs import get_job
 from codejax.train.metrics import read_metrics
 
+pytestmark = pytest.mark.slow  # end-to-end job runs
+
 
 def _config(name, arith_dir, **overrides):
     config = load_config_file(f"configs/{name}.py:tiny")

@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import jax
+import pytest
 import transformers
 
 from codejax.config import load_config_file
@@ -20,6 +21,7 @@ def test_chunk_source_keeps_blocks_and_text():
     assert "".join(chunks) == text + "\n\n"  # nothing lost, nothing reordered
 
 
+@pytest.mark.slow
 def test_quickstart_tiny_end_to_end(tmp_path):
     config = load_config_file(f"{ROOT / 'configs' / 'quickstart.py'}:tiny")
     config.train.progress_bar = False
@@ -49,6 +51,7 @@ def test_quickstart_tiny_end_to_end(tmp_path):
     assert transformers.AutoTokenizer.from_pretrained(exported).eos_token == "<|endoftext|>"
 
 
+@pytest.mark.slow
 def test_quickstart_fine_tunes_a_local_hf_model_instead_of_pretraining(tmp_path):
     from codejax.models import init_params, save_hf, tiny_config
     from codejax.tokenizer import train_code_tokenizer

@@ -18,6 +18,8 @@ from codejax.objectives.policy import completion_view
 from codejax.rl.rollout import rollout_batch
 from codejax.train.metrics import read_metrics
 
+pytestmark = pytest.mark.slow  # end-to-end job runs
+
 
 @pytest.fixture(scope="module")
 def sft_model(arith_dir, tmp_path_factory):

@@ -104,6 +104,7 @@ def test_zero1_replicates_params_and_splits_optimizer_state():
     assert moments and all(("data", "fsdp") in s.spec for s in moments)
 
 
+@pytest.mark.slow
 def test_restore_onto_a_different_mesh_and_continue(tmp_path):
     optimizer, schedule = _optimizer()
     model = Transformer(CFG)

@@ -173,6 +173,7 @@ def _lm_batch(seed=0, rows=8, length=24):
 _LR = {"lora": 1e-2, "qlora": 1e-2, "dora": 1e-2, "prefix": 3e-2, "prompt": 3e-2, "adapter": 1e-2, "ia3": 3e-2}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", TRAINABLE)
 def test_training_moves_only_the_adapter_and_lowers_the_loss(method, base):
     model, frozen, adapters = _setup(method, base, dropout=0.1 if method == "lora" else 0.0)

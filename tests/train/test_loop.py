@@ -69,6 +69,7 @@ def _losses(workdir):
             if "train/loss" in r}
 
 
+@pytest.mark.slow
 def test_sft_run_writes_the_workdir_and_learns(sft_files, tmp_path):
     summary = get_job("sft")(_config(sft_files, **{"train.steps": 30, "train.log_every": 5}), str(tmp_path))
     assert (tmp_path / "config.json").exists() and (tmp_path / "summary.json").exists()
@@ -96,6 +97,7 @@ def _wait_for_checkpoint(workdir: Path, step: int, proc, timeout=240):
     raise AssertionError(f"no checkpoint {step} after {timeout}s")
 
 
+@pytest.mark.slow
 def test_sigkill_then_restart_gives_identical_losses(sft_files, tmp_path):
     extra = {"train.steps": 16, "train.log_every": 1, "train.checkpoint_every": 4, "train.eval_every": 0}
     reference = tmp_path / "reference"
@@ -116,6 +118,7 @@ def test_sigkill_then_restart_gives_identical_losses(sft_files, tmp_path):
     assert got == expected  # bit-identical float losses, step by step
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(sft_files, tmp_path):
     extra = {"train.steps": 400, "train.log_every": 1, "train.checkpoint_every": 4, "train.eval_every": 0}
     # A relative --workdir, as people type it (Orbax itself needs absolute paths).
@@ -182,6 +185,7 @@ def test_early_stopping_after_patience(sft_files, tmp_path):
     assert summary["steps"] == 6 and summary["stop_reason"].startswith("early stopping")
 
 
+@pytest.mark.slow
 def test_early_stopping_record_survives_a_restart(sft_files, tmp_path):
     poisoned = _PoisonedBatches(poison_at=-1)
     overrides = {"train.eval_every": 2, "train.log_every": 1, "train.early_stopping_patience": 3,
@@ -226,6 +230,7 @@ def test_missing_eval_metric_never_triggers_early_stopping(sft_files, tmp_path):
     assert summary["steps"] == 8 and summary["stop_reason"] == "completed"
 
 
+@pytest.mark.slow
 def test_rerunning_a_finished_run_changes_nothing(sft_files, tmp_path):
     config = _config(sft_files, **{"train.steps": 4, "train.eval_every": 2, "train.log_every": 1})
     batches = _PoisonedBatches(poison_at=-1)

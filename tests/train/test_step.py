@@ -95,6 +95,7 @@ def test_mean_of_means_would_differ():
     assert abs(np.mean(means) - float(loss_sum) / float(count)) > 1e-4
 
 
+@pytest.mark.slow
 def test_training_reduces_loss_on_a_repeated_batch():
     cfg = tiny_config("qwen2")
     model = Transformer(cfg)

@@ -1,0 +1,75 @@
+"""The RL loop runs on the run scaffold: early stopping, non-finite checks and SIGTERM behave as in the LM loop.
+
+A random tiny policy on the arithmetic environment: its greedy eval reward is the same at every
+evaluation, which is what early stopping needs to trigger deterministically.
+"""
+import json
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from codejax.config import load_config_file
+from codejax.jobs import get_job
+from codejax.train.metrics import read_metrics
+from codejax.train.run import NonFiniteLossError
+
+pytestmark = pytest.mark.slow
+
+
+def _config(arith_dir, name="grpo_code", **fields):
+    config = load_config_file(f"configs/{name}.py:tiny")
+    config.tokenizer.path = str(arith_dir / "tokenizer")
+    config.train.progress_bar = False
+    config.train.async_checkpoint = False
+    config.train.log_every = 1
+    for dotted, value in fields.items():
+        section, name = dotted.split(".")
+        setattr(getattr(config, section), name, value)
+    return config
+
+
+def _checkpoint_steps(workdir) -> list[int]:
+    return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+
+
+def test_rl_early_stopping_after_patience(arith_dir, tmp_path):
+    config = _config(arith_dir, **{"train.steps": 20, "train.eval_every": 2, "train.checkpoint_every": 2,
+                                   "train.early_stopping_patience": 1, "optim.lr": 0.0})
+    summary = get_job("grpo")(config, str(tmp_path))
+    # lr = 0: the eval at step 2 sets the best reward, the one at step 4 does not improve on it.
+    assert summary["steps"] == 4 and summary["stop_reason"].startswith("early stopping: eval/reward")
+    assert 4 in _checkpoint_steps(tmp_path)
+    assert json.loads((tmp_path / "summary.json").read_text())["stop_reason"] == summary["stop_reason"]
+
+
+def test_rl_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(arith_dir, tmp_path):
+    # An absurd learning rate turns the weights to inf after the first update; the next loss is NaN.
+    # (PPO: the missing-EOS penalty gives the value loss a gradient even from a random policy.)
+    config = _config(arith_dir, "ppo", **{"train.steps": 6, "train.eval_every": 0, "train.checkpoint_every": 1,
+                                          "optim.lr": 1e30, "rl.epochs": 1, "rl.minibatches": 1})
+    with pytest.raises(NonFiniteLossError, match=r"nan at step 2.*last good checkpoint \(step 1\)"):
+        get_job("ppo")(config, str(tmp_path))
+    assert _checkpoint_steps(tmp_path) == [1]
+
+
+def test_rl_sigterm_saves_a_checkpoint_and_stops(arith_dir, tmp_path):
+    config = _config(arith_dir, **{"train.steps": 200, "train.eval_every": 0, "train.checkpoint_every": 0})
+    metrics = tmp_path / "metrics.jsonl"
+
+    def preempt():  # like a preemption notice, once training is under way
+        while not (metrics.exists() and read_metrics(str(metrics))):
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=preempt, daemon=True).start()
+    summary = get_job("grpo")(config, str(tmp_path))
+    assert summary["stop_reason"] == "SIGTERM" and 1 <= summary["steps"] < 200
+    assert _checkpoint_steps(tmp_path) == [summary["steps"]]
+    # A rerun resumes from the preemption checkpoint instead of starting over.
+    config.train.steps = summary["steps"] + 1
+    resumed = get_job("grpo")(config, str(tmp_path))
+    assert resumed["steps"] == summary["steps"] + 1 and resumed["stop_reason"] == "completed"
+    assert [r["step"] for r in read_metrics(str(metrics)) if "train/reward" in r][-1] == resumed["steps"]
