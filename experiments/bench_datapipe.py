@@ -3,6 +3,7 @@
     python experiments/bench_datapipe.py                      # cleaning pipeline + near-dedup P/R
     python experiments/bench_datapipe.py --tasks all --nice -10
     python experiments/bench_datapipe.py --skip throughput    # only the P/R and secret-scan checks
+    python experiments/bench_datapipe.py --quick --out /tmp/datapipe.json   # smoke run: 60 files, every part
 
 Parts (each runs in a fresh worker process in its own session; `--nice -10` sets that
 session's autogroup niceness so other jobs on a shared machine distort less):
@@ -38,6 +39,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import io
+import itertools
 import json
 import keyword
 import os
@@ -53,10 +55,12 @@ import tokenize
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
-from benchinfo import machine, versions  # noqa: E402  experiments/benchinfo.py
+from benchinfo import machine, quick_out, versions  # noqa: E402  experiments/benchinfo.py
 
 RESULTS = os.path.join(HERE, "results", "bench_datapipe.json")
 PARTS = ("throughput", "near_dedup", "secrets")
+# --quick: every part on the first 60 stdlib files (the secret scan on every 2nd), 10 planted copies, one threshold.
+QUICK = dict(max_files=60, planted=10, thresholds="0.85", secrets_every=2)
 
 
 def parse_args(argv=None):
@@ -68,9 +72,23 @@ def parse_args(argv=None):
     p.add_argument("--secrets-every", type=int, default=6)
     p.add_argument("--skip", default="", help=f"comma-separated parts to skip: {','.join(PARTS)}")
     p.add_argument("--nice", type=int, default=0, help="autogroup niceness of the worker session, e.g. -10")
-    p.add_argument("--out", default=RESULTS)
+    p.add_argument("--max-files", type=int, default=0,
+                   help="only the first N stdlib files in every part (0 = all): a smaller, faster run")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: every part on the first 60 files, 10 planted copies (explicit flags win)")
+    p.add_argument("--out", default=None, help=f"JSON path; default {os.path.relpath(RESULTS)} "
+                                                "(with --quick: the temp dir)")
     p.add_argument("--worker", default="", help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.quick:
+        explicit = {a.lstrip("-").split("=")[0].replace("-", "_")
+                    for a in (argv if argv is not None else sys.argv[1:])}
+        for k, v in QUICK.items():
+            if k not in explicit:
+                setattr(args, k, v)
+    if args.out is None:  # a smoke run never overwrites the committed results
+        args.out = quick_out("bench_datapipe_quick.json") if args.quick else RESULTS
+    return args
 
 
 def cpu_seconds() -> float:
@@ -88,6 +106,8 @@ def throughput(args) -> dict:
     config = load_config_file(os.path.join(ROOT, "configs", "data_pipeline.py"))
     d = config.data_pipeline
     d.workers, d.progress_bar = args.workers, False
+    if args.max_files:
+        d.max_files = args.max_files
     d.tasks = ",".join(task_module.TASK_NAMES) if args.tasks == "all" else args.tasks
     settings = settings_from_config(config)
     load_before, cpu0, t0 = os.getloadavg()[0], cpu_seconds(), time.perf_counter()
@@ -156,7 +176,8 @@ def near_dedup(args) -> dict:
     from codejax.codedata import collect, dedup
 
     originals = []
-    for ref in collect.iter_refs("stdlib", ["python"], True, stats=__import__("collections").Counter()):
+    refs = collect.iter_refs("stdlib", ["python"], True, stats=__import__("collections").Counter())
+    for ref in itertools.islice(refs, args.max_files or None):
         if not ref["path"].endswith(".py"):
             continue
         text, why = collect.read_content(ref, 1_000_000)
@@ -241,7 +262,8 @@ def secrets(args) -> dict:
 
     from codejax.codedata import collect, secret_scan
 
-    refs = list(collect.iter_refs("stdlib", ["python"], True, collections.Counter()))[::args.secrets_every]
+    refs = list(collect.iter_refs("stdlib", ["python"], True, collections.Counter()))
+    refs = refs[:args.max_files or None][::args.secrets_every]
     texts = [(r["path"], t) for r in refs for t in [collect.read_content(r, 1_000_000)[0]] if t]
     secret_scan.configure()
     t0 = time.perf_counter()
@@ -278,14 +300,17 @@ def main(argv=None) -> None:
     info = {"date": datetime.date.today().isoformat(), "machine": machine(),
             "versions": versions(["datasketch", "detect-secrets", "bandit", "libcst", "numpy", "pyarrow"]),
             "command": "python experiments/bench_datapipe.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "settings": {"workers": args.workers, "tasks": args.tasks, "planted": args.planted, "nice": args.nice}}
+            "settings": {"workers": args.workers, "tasks": args.tasks, "planted": args.planted, "nice": args.nice,
+                         "max_files": args.max_files, "thresholds": args.thresholds,
+                         "secrets_every": args.secrets_every}}
     results = {}
     for part in PARTS:
         if part in skip:
             continue
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", part, "--workers", str(args.workers),
                "--tasks", args.tasks, "--planted", str(args.planted), "--thresholds", args.thresholds,
-               "--secrets-every", str(args.secrets_every), "--nice", str(args.nice)]
+               "--secrets-every", str(args.secrets_every), "--nice", str(args.nice),
+               "--max-files", str(args.max_files)]
         print(f"[bench] {part} ...", file=sys.stderr, flush=True)
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, start_new_session=True)
         if proc.returncode != 0:
@@ -293,7 +318,7 @@ def main(argv=None) -> None:
         results[part] = json.loads(proc.stdout.strip().splitlines()[-1])
         print(json.dumps(results[part], indent=1)[:2500], file=sys.stderr)
     info["machine"]["loadavg_after"] = os.getloadavg()
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump({**info, **results}, f, indent=2)
     print(f"[bench] wrote {args.out}", file=sys.stderr)

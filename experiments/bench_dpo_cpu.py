@@ -78,7 +78,7 @@ import time
 
 from bench_peft import xla_memory  # experiments/bench_peft.py
 from bench_sft_cpu import PACKAGES, QUICK, build_setup, optim_settings, set_priority, summarize
-from benchinfo import machine, versions  # experiments/benchinfo.py
+from benchinfo import machine, quick_out, versions  # experiments/benchinfo.py
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODES = ("ref", "precomputed")
@@ -118,8 +118,8 @@ def parse_args(argv=None):
                    help="scheduling niceness of the worker processes, e.g. -10 on a shared machine (negative "
                         "values need root); 0 = leave it")
     p.add_argument("--quick", action="store_true", help="tiny sizes for a smoke run")
-    p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                 "results", "bench_dpo_cpu.json"))
+    p.add_argument("--out", default=None,
+                   help="JSON path; default experiments/results/bench_dpo_cpu.json (with --quick: the temp dir)")
     p.add_argument("--workdir", default="", help="keep set-up files here ('' = a temp dir)")
     # Internal: a worker subprocess runs one framework on the set-up in --setup_dir.
     p.add_argument("--worker", default="", help=argparse.SUPPRESS)
@@ -131,6 +131,9 @@ def parse_args(argv=None):
         for k, v in QUICK.items():
             if k not in explicit:
                 setattr(args, k, v)
+    if args.out is None:  # a smoke run never overwrites the committed results
+        args.out = quick_out("bench_dpo_cpu_quick.json") if args.quick else os.path.join(
+            os.path.dirname(os.path.abspath(__file__)), "results", "bench_dpo_cpu.json")
     if args.repeats < 1:
         p.error("--repeats must be >= 1")
     if args.warmup < 1:
@@ -227,17 +230,15 @@ def dpo_config(args, setup_dir: str, mode: str):
 
 
 def run_codejax(args, setup_dir: str, mode: str) -> dict:
-    import types
-
     import jax
     import jax.numpy as jnp
     import numpy as np
     import transformers
 
-    from codejax.jobs.preference import _reference_extra, build_pair_data
+    from codejax.data.pairs import pair_datasets_from_config
     from codejax.models import load_hf
     from codejax.objectives import dpo
-    from codejax.objectives.variables import REF, ModelVariables
+    from codejax.objectives.variables import REF
     from codejax.train.loop import count_tokens
     from codejax.train.optim import make_optimizer
     from codejax.train.step import init_train_state, make_train_step
@@ -252,11 +253,11 @@ def run_codejax(args, setup_dir: str, mode: str) -> dict:
     # initial weights, or the reference log-probs of every pair computed once into the rows.
     extra, frozen = None, {}
     if config.preference.precompute_ref:
-        tm = types.SimpleNamespace(model=model, variables=ModelVariables({"params": params}, None))
-        extra = _reference_extra(config, tm, tokenizer.pad_token_id)
+        extra = dpo.reference_columns(model, {"params": params}, config.data.seq_len,
+                                      config.data.eval_batch_size or config.data.batch_size, tokenizer.pad_token_id)
     else:
         frozen = {REF: jax.jit(lambda p: jax.tree.map(jnp.copy, p))(params)}
-    data = build_pair_data(config, tokenizer, shift=True, extra=extra)
+    data = pair_datasets_from_config(config, tokenizer, shift=True, extra=extra)
     optimizer, schedule = make_optimizer(config.optim, total)
     state = init_train_state({"params": params}, optimizer, args.seed)  # the job's trainable collections
     del params

@@ -3,6 +3,7 @@
     python experiments/bench_mfu.py                       # GPU/TPU: ~1.1B params (preset llama-1b)
     python experiments/bench_mfu.py --size small         # CPU: a 4-layer, 256-wide model
     python experiments/bench_mfu.py --preset fsdp --remat full --batch 16 --seq 2048
+    python experiments/bench_mfu.py --quick --out /tmp/mfu.json   # smoke run: small model, 2 x 64, 2 steps
 
 FLOPs (nanoGPT / PaLM appendix B convention, see codejax/models/counting.py):
     training FLOPs per token = 6 * N_matmul + 6 * L * T * H * h     (causal attention: T/2 context)
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 import jax
@@ -33,6 +35,9 @@ from codejax.parallel.memory import estimate_memory
 from codejax.train.loop import peak_flops_per_device
 from codejax.train.optim import make_optimizer
 from codejax.train.step import init_train_state, make_train_step
+
+
+QUICK = dict(size="small", batch=2, seq=64, steps=2, warmup=1)
 
 
 def model_config(size: str, remat: str, dtype: str):
@@ -54,8 +59,15 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--peak_flops", type=float, default=0.0, help="per device; 0 = look up the device")
-    p.add_argument("--out", default="")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: the small model, batch 2 x 64, 1 warmup and 2 timed steps (explicit flags win)")
+    p.add_argument("--out", default="", help="JSON path ('' = print only)")
     args = p.parse_args(argv)
+    if args.quick:
+        explicit = {a.lstrip("-").split("=")[0] for a in (argv if argv is not None else sys.argv[1:])}
+        for k, v in QUICK.items():
+            if k not in explicit:
+                setattr(args, k, v)
 
     on_cpu = jax.devices()[0].platform == "cpu"
     size = args.size or ("small" if on_cpu else "1b")
@@ -64,9 +76,11 @@ def main(argv=None):
     cfg = model_config(size, args.remat, dtype)
     par = Parallel.create(make_mesh(data=1, fsdp=-1, tensor=1), args.preset)
     optimizer, schedule = make_optimizer(base_config().optim, total_steps=1000)
-    shardings = par.state_shardings(optimizer, abstract_params(cfg), logical_axes(cfg))
+    # The train state holds the trainable Flax variables dict ({"params": weights} for full
+    # fine-tuning), so its shardings are built over that dict too.
+    shardings = par.state_shardings(optimizer, {"params": abstract_params(cfg)}, {"params": logical_axes(cfg)})
     with par.context():
-        state = jax.jit(lambda: init_train_state(init_params(cfg, jax.random.PRNGKey(0)), optimizer, 0),
+        state = jax.jit(lambda: init_train_state({"params": init_params(cfg, jax.random.PRNGKey(0))}, optimizer, 0),
                         out_shardings=shardings)()
     step = make_train_step(lm_loss_fn(Transformer(cfg)), optimizer, schedule, parallel=par,
                            state_shardings=shardings)

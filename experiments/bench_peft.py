@@ -61,7 +61,7 @@ import sys
 import tempfile
 import time
 
-from benchinfo import machine, versions  # experiments/benchinfo.py
+from benchinfo import machine, quick_out, versions  # experiments/benchinfo.py
 
 PACKAGES = ("jax", "jaxlib", "flax", "optax")  # versions recorded with the results
 
@@ -98,7 +98,8 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=0.0, help="0 = per method: 3e-4 full, 1e-2 prefix/prompt, else 1e-3")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="tiny model and 2 timed steps: a smoke run")
-    p.add_argument("--out", default="", help="JSON path; default experiments/results/bench_peft_<backend>.json")
+    p.add_argument("--out", default="", help="JSON path; default experiments/results/bench_peft_<backend>.json "
+                                             "(with --quick: the temp dir)")
     p.add_argument("--repeats", type=int, default=2,
                    help="run the method list this many times, interleaved; the table shows each method's fastest")
     p.add_argument("--nice", type=int, default=0,
@@ -426,8 +427,12 @@ def main(argv=None) -> None:
               f"batch {s['batch']} x {s['seq']}, {s['dtype']} compute, remat {s['remat']}, "
               f"frozen base {s['frozen_dtype']}; {info['total_s']:.0f} s in all")
     backend = ok[0]["platform"] if ok else "unknown"
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                   f"bench_peft_{backend}.json")
+    if args.out:
+        out = args.out
+    elif args.quick:  # a smoke run never overwrites the committed results
+        out = quick_out(f"bench_peft_{backend}_quick.json")
+    else:
+        out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", f"bench_peft_{backend}.json")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w", encoding="utf-8") as f:
         json.dump(info, f, indent=2, default=str)

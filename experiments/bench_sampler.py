@@ -1,7 +1,7 @@
 """Sampler throughput on CPU: codejax's KV-cache sampler vs transformers `generate`, same model.
 
     python experiments/bench_sampler.py                  # batch 1 and 16, ~3 min on 2 cores
-    python experiments/bench_sampler.py --quick          # smoke run
+    python experiments/bench_sampler.py --quick          # smoke run: 16 new tokens, 1 repeat (JSON in the temp dir)
 
 A benchmark, not a test: it prints a Markdown table and writes JSON (--out).
 
@@ -101,14 +101,19 @@ def main() -> None:
     parser.add_argument("--new_tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "bench_sampler_cpu.json"))
+    parser.add_argument("--quick", action="store_true", help="smoke run: 16 new tokens, 1 repeat")
+    parser.add_argument("--out", default=None,
+                        help="JSON path; default experiments/results/bench_sampler_cpu.json "
+                             "(with --quick: the temp dir)")
     parser.add_argument("--worker", choices=["codejax", "transformers"], help=argparse.SUPPRESS)
     parser.add_argument("--model_dir", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
         args.new_tokens, args.repeats = 16, 1
+    if args.out is None:  # a smoke run never overwrites the committed results
+        args.out = (os.path.join(tempfile.gettempdir(), "bench_sampler_cpu_quick.json") if args.quick else
+                    os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "bench_sampler_cpu.json"))
     batches = [int(b) for b in args.batches.split(",")]
     if args.worker:  # one framework in this process
         if args.worker == "codejax":
@@ -146,12 +151,12 @@ def main() -> None:
         print(f"| {batch} | {args.new_tokens} | {row['transformers_tok_s']:,.0f} | {row['codejax_tok_s']:,.0f} | "
               f"{row['speedup']:.2f}x | {row['codejax_first_call_s']:.1f} | {row['rows_identical']}/{batch} | "
               f"{row['mean_agreeing_prefix']:.1f} |")
-    if not args.quick:
-        os.makedirs(os.path.dirname(args.out), exist_ok=True)
-        import jax
-        with open(args.out, "w") as f:
-            json.dump({"device": jax.devices()[0].device_kind, "cpu_count": os.cpu_count(),
-                       "load_avg": os.getloadavg(), "rows": rows}, f, indent=2)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    import jax
+    with open(args.out, "w") as f:
+        json.dump({"device": jax.devices()[0].device_kind, "cpu_count": os.cpu_count(),
+                   "load_avg": os.getloadavg(), "quick": args.quick, "rows": rows}, f, indent=2)
+    print(f"results written to {args.out}")
 
 
 if __name__ == "__main__":

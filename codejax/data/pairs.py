@@ -38,7 +38,7 @@ import grain
 import jax.numpy as jnp
 import numpy as np
 
-from codejax.data import errors
+from codejax.data import errors, sources
 from codejax.data.errors import DataError, SkipPolicy
 from codejax.data.formats import encode_texts, parse_messages, require_string
 from codejax.data.packing import ROW_KEYS, pad_row, padding_row, to_training_row
@@ -316,6 +316,21 @@ def build_pair_datasets(*, tokenizer, train_paths, eval_paths=None, seq_len: int
     log.info("preference data: %s", stats)
     return PairDatasets(StateCheckedIterDataset(ds, fingerprint), eval_fn, {k: int(v) for k, v in stats.items()},
                         train, held_out)
+
+
+def pair_datasets_from_config(config, tokenizer, *, shift: bool, extra=None) -> PairDatasets:
+    """`build_pair_datasets` for a run's config: its `data` and `preference` sections and seed."""
+    dc, pc = config.data, config.preference
+    if not dc.train_paths:
+        raise ValueError("data.train_paths is empty: give preference rows ({prompt, chosen, rejected} JSONL, ...)")
+    eval_paths = sources.split_paths(dc.eval_paths) or None
+    fields = PreferenceFields(pc.prompt_field, pc.chosen_field, pc.rejected_field, pc.margin_field)
+    return build_pair_datasets(
+        tokenizer=tokenizer, train_paths=sources.split_paths(dc.train_paths), eval_paths=eval_paths,
+        seq_len=dc.seq_len, batch_size=dc.batch_size, eval_batch_size=dc.eval_batch_size or None,
+        eval_fraction=0.0 if eval_paths else dc.eval_fraction, seed=config.seed, shuffle=dc.shuffle,
+        max_prompt_len=pc.max_prompt_len, skip_bad_rows=dc.skip_bad_rows, fields=fields, shift=shift,
+        hf_split=dc.hf_split, extra=extra)
 
 
 def _eval_batches(rows: list[dict], batch_size: int, filler: dict) -> Callable[[], Iterator[dict]]:

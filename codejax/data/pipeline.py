@@ -263,3 +263,17 @@ def build_datasets(*, tokenizer, train_paths, eval_paths=None, fmt: str, seq_len
     logger.info("Data: %s", dict(stats))
     return Datasets(train=train_ds, eval=eval_fn, stats={k: int(v) for k, v in stats.items()},
                     pad_id=int(pad_id), seq_len=seq_len)
+
+
+def datasets_from_config(config, tokenizer) -> Datasets:
+    """`build_datasets` for a run's config: its `data` section and seed (a given eval set replaces the split)."""
+    dc = config.data
+    if not dc.train_paths:
+        raise ValueError("data.train_paths is empty: give local JSONL/JSON/parquet files or a saved HF dataset")
+    eval_paths = sources.split_paths(dc.eval_paths) or None
+    return build_datasets(
+        tokenizer=tokenizer, train_paths=sources.split_paths(dc.train_paths), eval_paths=eval_paths,
+        fmt=dc.format, seq_len=dc.seq_len, batch_size=dc.batch_size, eval_batch_size=dc.eval_batch_size or None,
+        eval_fraction=0.0 if eval_paths else dc.eval_fraction, seed=config.seed, shuffle=dc.shuffle,
+        num_epochs=dc.num_epochs or None, pack=dc.pack, overlength=dc.overlength, skip_bad_rows=dc.skip_bad_rows,
+        text_field=dc.text_field, prompt_template=dc.prompt_template or None, hf_split=dc.hf_split)

@@ -1,7 +1,10 @@
-"""Job registry: `config.job` names a function `run(config, workdir) -> summary`.
+"""Job registry: `config.job` names a function `run_<job>(config, workdir) -> summary`.
 
 Jobs register themselves on import; `get_job` imports the job modules lazily so
-`python -m codejax.main` only pays for the job it runs.
+`python -m codejax.main` only pays for the job it runs. A job module imports no other job
+module (tests/test_import_graph.py): what jobs share lives below jobs/ (codejax.setup,
+codejax.evaluation.sampling, codejax.train), and a job that runs others (quickstart)
+looks them up here.
 """
 from __future__ import annotations
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from codejax.data import build_datasets
-from codejax.data.sources import split_paths
+from codejax.data.pipeline import datasets_from_config
 from codejax.evaluation.sampling import pass_at_k_hook
 from codejax.jobs import register
 from codejax.models import flops_per_token
@@ -21,27 +20,11 @@ from codejax.train.loop import TrainInputs, run_training
 log = logging.getLogger(__name__)
 
 
-def build_data(config, tokenizer):
-    dc = config.data
-    if not dc.train_paths:
-        raise ValueError("data.train_paths is empty: give local JSONL/JSON/parquet files or a saved HF dataset")
-    eval_paths = split_paths(dc.eval_paths) or None
-    return build_datasets(
-        tokenizer=tokenizer, train_paths=split_paths(dc.train_paths), eval_paths=eval_paths,
-        fmt=dc.format, seq_len=dc.seq_len, batch_size=dc.batch_size,
-        eval_batch_size=dc.eval_batch_size or None,
-        eval_fraction=0.0 if eval_paths else dc.eval_fraction,  # a given eval set replaces the split
-        seed=config.seed,
-        shuffle=dc.shuffle, num_epochs=dc.num_epochs or None, pack=dc.pack, overlength=dc.overlength,
-        skip_bad_rows=dc.skip_bad_rows, text_field=dc.text_field,
-        prompt_template=dc.prompt_template or None, hf_split=dc.hf_split)
-
-
 def run_lm(config, workdir: str) -> dict:
     tokenizer = load_tokenizer(config)
     par = parallel_from_config(config.parallel)
     tm = build_trainable(config, tokenizer, par)
-    data = build_data(config, tokenizer)
+    data = datasets_from_config(config, tokenizer)
     log.info("data: %s", data.stats)
     inputs = TrainInputs(
         loss_fn=lm_loss_fn(tm.model), variables=tm.variables, train_iter=iter(data.train),

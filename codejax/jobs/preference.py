@@ -9,13 +9,9 @@ implicit rewards and margins) are logged under train/ and eval/.
 """
 from __future__ import annotations
 
-import logging
-
 import jax
-import numpy as np
 
-from codejax.data.pairs import PreferenceFields, batch_rows, build_pair_datasets, padding_pair
-from codejax.data.sources import split_paths
+from codejax.data.pairs import pair_datasets_from_config
 from codejax.jobs import register
 from codejax.models import flops_per_token
 from codejax.objectives import dpo, reward
@@ -23,22 +19,6 @@ from codejax.objectives.variables import HEAD, reference_view
 from codejax.parallel import parallel_from_config
 from codejax.setup import TrainableModel, add_reference_copy, build_trainable, finish, load_tokenizer
 from codejax.train.loop import TrainInputs, run_training
-
-log = logging.getLogger(__name__)
-
-
-def build_pair_data(config, tokenizer, *, shift: bool, extra=None):
-    dc, pc = config.data, config.preference
-    if not dc.train_paths:
-        raise ValueError("data.train_paths is empty: give preference rows ({prompt, chosen, rejected} JSONL, ...)")
-    eval_paths = split_paths(dc.eval_paths) or None
-    fields = PreferenceFields(pc.prompt_field, pc.chosen_field, pc.rejected_field, pc.margin_field)
-    return build_pair_datasets(
-        tokenizer=tokenizer, train_paths=split_paths(dc.train_paths), eval_paths=eval_paths, seq_len=dc.seq_len,
-        batch_size=dc.batch_size, eval_batch_size=dc.eval_batch_size or None,
-        eval_fraction=0.0 if eval_paths else dc.eval_fraction, seed=config.seed, shuffle=dc.shuffle,
-        max_prompt_len=pc.max_prompt_len, skip_bad_rows=dc.skip_bad_rows, fields=fields, shift=shift,
-        hf_split=dc.hf_split, extra=extra)
 
 
 def _pair_flops(tm: TrainableModel, seq_len: int, forwards: float) -> float:
@@ -55,7 +35,7 @@ def run_reward(config, workdir: str) -> dict:
         head = jax.jit(lambda: reward.init_score_head(tm.model.cfg.hidden_size, jax.random.PRNGKey(config.seed + 2)),
                        out_shardings=par.param_shardings(reward.score_head_axes()))()
     variables = tm.variables.with_trainable(HEAD, head, reward.score_head_axes())
-    data = build_pair_data(config, tokenizer, shift=False)
+    data = pair_datasets_from_config(config, tokenizer, shift=False)
     inputs = TrainInputs(
         loss_fn=reward.reward_loss_fn(tm.model, config.preference.center_coef), variables=variables,
         train_iter=iter(data.train), make_eval_iter=data.eval, data_stats=dict(data.stats),
@@ -67,37 +47,25 @@ def run_reward(config, workdir: str) -> dict:
     return summary
 
 
-def _reference_extra(config, tm: TrainableModel, pad_id: int):
-    """`extra` for build_pair_datasets: each pair row's reference log-probs, computed once."""
-    batch = config.data.eval_batch_size or config.data.batch_size
-    filler = padding_pair(config.data.seq_len, pad_id)
-    ref_variables = reference_view(tm.variables.all())  # the initial weights, adapters off
-
-    def extra(rows: list[dict]) -> list[dict]:
-        logps = dpo.precompute_reference(tm.model, ref_variables, batch_rows(rows, batch, filler))
-        return [{"ref_chosen": np.float32(c), "ref_rejected": np.float32(r)} for c, r in logps[:len(rows)]]
-
-    return extra
-
-
 @register("dpo")
 def run_dpo(config, workdir: str) -> dict:
-    pc = config.preference
+    pc, dc = config.preference, config.data
     dpo.check_preference_config(pc)
     tokenizer = load_tokenizer(config)
     par = parallel_from_config(config.parallel)
     tm = build_trainable(config, tokenizer, par)
     extra, ref_passes = None, 0
-    if dpo.needs_reference(pc) and pc.precompute_ref:
+    if dpo.needs_reference(pc) and pc.precompute_ref:  # the initial weights' log-probs, once, into the rows
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        extra = _reference_extra(config, tm, pad_id)
+        extra = dpo.reference_columns(tm.model, reference_view(tm.variables.all()), dc.seq_len,
+                                      dc.eval_batch_size or dc.batch_size, pad_id)
     elif dpo.needs_reference(pc):
         ref_passes = 1
         tm = add_reference_copy(tm, par)
-    data = build_pair_data(config, tokenizer, shift=True, extra=extra)
+    data = pair_datasets_from_config(config, tokenizer, shift=True, extra=extra)
     inputs = TrainInputs(
         loss_fn=dpo.dpo_loss_fn(tm.model, pc), variables=tm.variables, train_iter=iter(data.train),
         make_eval_iter=data.eval, data_stats=dict(data.stats),
-        flops_per_token=_pair_flops(tm, config.data.seq_len, ref_passes), parallel=par)
+        flops_per_token=_pair_flops(tm, dc.seq_len, ref_passes), parallel=par)
     summary, state = run_training(config, workdir, inputs)
     return finish(config, tm, summary, state, workdir, tokenizer)

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from codejax.data.pairs import both_sides
+from codejax.data.pairs import batch_rows, both_sides, padding_pair
 from codejax.losses import dpo_loss, get_dpo_loss, sequence_logprobs
 from codejax.objectives.variables import policy_view, reference_view
 
@@ -89,3 +89,15 @@ def precompute_reference(model, ref_variables: dict, batches: Iterator[dict]) ->
         return jnp.stack([c, r], axis=-1)
 
     return np.concatenate([np.asarray(logps(ref_variables, b)) for b in batches])
+
+
+def reference_columns(model, ref_variables: dict, seq_len: int, batch_size: int, pad_id: int):
+    """`extra` for build_pair_datasets (preference.precompute_ref): each pair row's reference
+    log-probs, computed once, in batches of `batch_size` pairs."""
+    filler = padding_pair(seq_len, pad_id)
+
+    def extra(rows: list[dict]) -> list[dict]:
+        logps = precompute_reference(model, ref_variables, batch_rows(rows, batch_size, filler))
+        return [{"ref_chosen": np.float32(c), "ref_rejected": np.float32(r)} for c, r in logps[:len(rows)]]
+
+    return extra

@@ -217,13 +217,8 @@ def run_rl(config, workdir: str, inputs: RLInputs) -> tuple[dict, dict]:
                 run.log(step, metrics)
             run.progress(reward=f"{metrics['train/reward']:.3f}")
 
-            evaluated = bool(tc.eval_every) and step % tc.eval_every == 0 and step < tc.steps
-            if evaluated and do_eval(step):
-                run.stop_early()
+            if run.end_step(step, {}, do_eval):  # eval when due; early stop, SIGTERM, checkpoint
                 break
-            if run.preempted(evaluated):
-                break
-            run.maybe_save(step, {}, evaluated)
 
         if run.completed:
             do_eval(run.step)

@@ -1,1 +1,1 @@
-"""Training: state, step builders, loop, checkpoints, metrics."""
+"""Training: state, step builders, the run scaffold (run.py), the LM loop, checkpoints, metrics."""

@@ -108,19 +108,15 @@ def run_training(config, workdir: str, inputs: TrainInputs) -> tuple[dict[str, A
         make_eval_iter = inputs.make_eval_iter and (lambda: map(run.place, inputs.make_eval_iter()))
         peak = peak_flops_per_device(tc.peak_flops_per_device)
 
-        def eval_metrics() -> dict[str, float] | None:
-            """The eval set's loss (and the task metrics of extra_eval); None when there is nothing to evaluate."""
+        def do_eval(step: int) -> bool:
+            """Evaluate the eval set's loss and extra_eval's task metrics; True when the patience has run out."""
             if make_eval_iter is None and inputs.extra_eval is None:
-                return None
+                return False
             params = run.state["params"]
             metrics = evaluate(eval_step, params, make_eval_iter, tc.eval_batches) if make_eval_iter else {}
             if inputs.extra_eval is not None:
                 metrics.update(inputs.extra_eval({**run.frozen, **params}))
-            return metrics
-
-        def do_eval(step: int) -> bool:
-            metrics = eval_metrics()
-            return metrics is not None and run.evaluate(step, metrics)
+            return run.evaluate(step, metrics)
 
         if tc.eval_at_start and run.start_step == 0:
             do_eval(0)
@@ -157,13 +153,8 @@ def run_training(config, workdir: str, inputs: TrainInputs) -> tuple[dict[str, A
             else:
                 run.progress()
 
-            evaluated = bool(tc.eval_every) and step % tc.eval_every == 0 and step < tc.steps
-            if evaluated and do_eval(step):
-                run.stop_early()
+            if run.end_step(step, metrics, do_eval):  # eval when due; early stop, SIGTERM, checkpoint
                 break
-            if run.preempted(evaluated):
-                break
-            run.maybe_save(step, metrics, evaluated)
 
         if run.completed:
             do_eval(run.step)

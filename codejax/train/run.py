@@ -23,12 +23,10 @@ stopping on `train.best_metric`, `stop_reason`, and the summary.
             run.state, metrics = train_step(run.state, run.place(next(data_iter)), run.frozen)
             run.step = step
             ... run.log(step, row); run.check_finite(metrics, step)
-            if evaluate_now and run.evaluate(step, eval_metrics):          # patience ran out
-                run.stop_early(); break
-            if run.preempted(evaluated): break                             # SIGTERM on any host
-            run.maybe_save(step, metrics, evaluated)
+            if run.end_step(step, metrics, evaluate):  # eval when due; early stop, SIGTERM, checkpoint
+                break
         if run.completed:
-            run.evaluate(run.step, final_eval_metrics)
+            evaluate(run.step)
             run.save_final(metrics)
         summary = run.close({...loop-specific figures...})
 """
@@ -248,6 +246,19 @@ class Run:
         if every and step % every == 0 and step < self._tc.steps:
             self.check_finite(metrics, step)
             self.save(step, with_eval=evaluated)
+
+    def end_step(self, step: int, metrics: dict, evaluate) -> bool:
+        """After a step: evaluate when due (`evaluate(step)` returns True when the patience has run
+        out), then stop early, stop on SIGTERM, or checkpoint when due. True when the loop must stop."""
+        tc = self._tc
+        evaluated = bool(tc.eval_every) and step % tc.eval_every == 0 and step < tc.steps
+        if evaluated and evaluate(step):
+            self.stop_early()
+            return True
+        if self.preempted(evaluated):
+            return True
+        self.maybe_save(step, metrics, evaluated)
+        return False
 
     def preempted(self, evaluated: bool) -> bool:
         """After SIGTERM on any host: save a checkpoint of this step on all of them, and stop."""
