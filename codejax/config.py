@@ -331,16 +331,5 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
     return module.get_config(arg or None)
 
 
-def write_config(config: ml_collections.ConfigDict, workdir: str) -> str:
-    """Write WORKDIR/config.json (the resolved config) atomically: a crash leaves the old file or the new one."""
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, "config.json")
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(config.to_json_best_effort(indent=2))
-    os.replace(tmp, path)
-    return path
-
-
 def unknown_variant(path: str, arg: str | None, known) -> ValueError:
     return ValueError(f"{path}: unknown config variant {arg!r}; known variants: {sorted(known)}")

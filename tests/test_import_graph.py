@@ -94,3 +94,13 @@ def test_models_import_nothing_above_them():
     above = {(s, t) for s, targets in _imports().items() if _package(s) == "models"
              for t in targets if _package(t) != "models"}
     assert not above, f"codejax.models imports {sorted(above)}"
+
+
+def test_packages_do_not_import_the_top_level_modules():
+    """config, main, evaluate and demo sit above every package, so the graph stays acyclic even
+    when the top-level modules are counted as one node."""
+    top = {m for m in _imports() if m.count(".") == 1 and not (PACKAGE / m.split(".")[1]).is_dir()}
+    offenders = {(s, t) for s, targets in _imports().items() if s.count(".") >= 2 or s.split(".")[-1] in
+                 {p.name for p in PACKAGE.iterdir() if p.is_dir()} for t in targets if t in top}
+    assert top >= {"codejax.config", "codejax.main", "codejax.evaluate", "codejax.demo"}
+    assert not offenders, f"packages import top-level modules: {sorted(offenders)}"

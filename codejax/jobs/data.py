@@ -18,9 +18,9 @@ import json
 import logging
 import os
 
-from codejax.config import write_config
 from codejax.codedata.pipeline import run_pipeline, settings_from_config
 from codejax.jobs import register
+from codejax.train.workdir import write_config
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,6 @@ import time
 
 import jax
 
-from codejax.config import write_config
 from codejax.evaluation import load_benchmark, score, write_report
 from codejax.evaluation.quality import check_tools
 from codejax.evaluation.sampling import check_eval_config, encode_prompts, eos_ids, sample_completions
@@ -33,6 +32,7 @@ from codejax.jobs import register
 from codejax.sandbox import Limits
 from codejax.setup import load_model, load_tokenizer, with_run_config
 from codejax.train.checkpoint import find_checkpoint
+from codejax.train.workdir import write_config
 
 log = logging.getLogger(__name__)
 

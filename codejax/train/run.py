@@ -44,12 +44,12 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from codejax.config import write_config
 from codejax.objectives.variables import ModelVariables
 from codejax.parallel import Parallel
 from codejax.train.checkpoint import Checkpointer, abstract_like
 from codejax.train.metrics import MetricsWriter, write_plots
 from codejax.train.step import init_train_state
+from codejax.train.workdir import write_config
 
 log = logging.getLogger(__name__)
 

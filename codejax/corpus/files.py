@@ -1,13 +1,11 @@
-"""Where code corpora come from: the stdlib's location, the one source-tree walker, and reading files.
+"""The stdlib's location, the one source-tree walker, and reading source files.
 
 Every corpus in codejax (the tokenizer's, the quickstart's, the data pipeline's) lists
 files with `walk_source_files`, so they agree on what counts as source: caches,
 other interpreters' packages, VCS/tool directories (names starting with '.') and, unless
 asked for, test directories are pruned; paths come back sorted by root-relative POSIX
 path, so the order (and everything trained on it) does not depend on the filesystem's
-directory listing order. Stdlib-only and importing nothing of codejax, so the tokenizer (which
-trains on the stdlib) and the code data pipeline (which writes the tokenizer's FIM tokens) can
-both use it without depending on each other.
+directory listing order. Stdlib-only.
 """
 from __future__ import annotations
 
