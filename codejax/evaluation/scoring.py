@@ -32,7 +32,7 @@ _MISSING_LISTED = 20
 @dataclasses.dataclass
 class Report:
     summary: dict  # summary.json
-    problems: list[dict]  # results.jsonl rows, in the task's problem order (scored problems only)
+    problems: list[dict]  # results.jsonl rows, in the benchmark's problem order (scored problems only)
 
 
 def read_samples(path: str | os.PathLike) -> list[dict]:
@@ -73,7 +73,7 @@ def score(benchmark: Benchmark, samples: Sequence[dict], *, mode: str = "complet
     """Run all samples' programs in the sandbox (in parallel, in one pool) and summarise.
 
     mode: how completions become code ('completion': prompt + truncated completion; 'chat': the
-        code block of the answer, see tasks.Task.solution).
+        code block of the answer, see Benchmark.solution).
     quality: also compute syntax / pyflakes / bandit metrics (codejax.evaluation.quality).
     config: extra entries for the summary's "config" (e.g. how the samples were generated).
     """

@@ -293,9 +293,9 @@ def _resolve(config: dict, field: str, projections: dict, cfg: ModelConfig, sour
 
 def _spec_from_config(config: dict, cfg: ModelConfig, abstract: dict, source: str) -> PeftSpec:
     peft_type = config.get("peft_type")
-    task = config.get("task_type")
-    if task not in (None, "CAUSAL_LM"):
-        raise ValueError(f"{source}: task_type={task!r} is not supported; codejax models are CAUSAL_LM")
+    task_type = config.get("task_type")
+    if task_type not in (None, "CAUSAL_LM"):
+        raise ValueError(f"{source}: task_type={task_type!r} is not supported; codejax models are CAUSAL_LM")
     projections = _projections(abstract)
     if peft_type == "LORA":
         _check_fixed(config, _LORA_FIXED, source)

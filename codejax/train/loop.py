@@ -109,7 +109,7 @@ def run_training(config, workdir: str, inputs: TrainInputs) -> tuple[dict[str, A
         peak = peak_flops_per_device(tc.peak_flops_per_device)
 
         def do_eval(step: int) -> bool:
-            """Evaluate the eval set's loss and extra_eval's task metrics; True when the patience has run out."""
+            """Evaluate the eval set's loss and extra_eval's metrics (pass@k); True when the patience has run out."""
             if make_eval_iter is None and inputs.extra_eval is None:
                 return False
             params = run.state["params"]
