@@ -340,7 +340,7 @@ def load_benchmark(name: str, path: str | os.PathLike | None = None) -> Benchmar
                              "none is bundled")
         path = humaneval_path()
     path = os.fspath(path)
-    task_type, parse = _BENCHMARK_TYPES[name]
+    benchmark_type, parse = _BENCHMARK_TYPES[name]
     problems, seen = [], {}
     for lineno, row in read_jsonl(path):
         where = f"{path}:{lineno}"
@@ -351,4 +351,4 @@ def load_benchmark(name: str, path: str | os.PathLike | None = None) -> Benchmar
         problems.append(problem)
     if not problems:
         raise BenchmarkDataError(f"{path}: no problems in the file")
-    return task_type(problems, path)
+    return benchmark_type(problems, path)
