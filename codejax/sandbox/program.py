@@ -10,23 +10,34 @@ import math
 class Program:
     """One untrusted program and the tests that judge it.
 
-    `code` runs first, then `tests`, in the same fresh `__main__` namespace. They are compiled
-    separately, so an unclosed string or a stray `#` in `code` cannot swallow the tests. A
-    program passes when both run to the end without an exception; empty `tests` therefore
-    pass any program that runs. `stdin` is what `input()` / `sys.stdin` read.
+    `code` runs in a fresh `__main__` of the program process. `tests` run in a separate judge
+    process, in a namespace of their own (`_harness.py` explains the protocol): they see the
+    real builtins, what they import and define, the trusted `context` (run there first), and,
+    for each global name they use but do not define (and `entry_point`), the program's object
+    of that name. Values cross as plain data; other objects as handles equal only to
+    themselves. A program passes when it runs to the end and the tests then do too; empty
+    `tests` therefore pass any program that runs. `stdin` is what `input()` / `sys.stdin` read.
+
+    context: trusted code the tests may use, e.g. HumanEval's prompt, whose helpers (`poly` in
+        HumanEval/32) the tests call: the judge runs its own copy, so the program cannot
+        redefine them. Names it defines are not taken from the program, except `entry_point`.
+    entry_point: the function under test; always taken from the program.
     """
 
     code: str
     tests: str = ""
     name: str = ""
     stdin: str = ""
+    context: str = ""
+    entry_point: str = ""
 
     @classmethod
     def from_humaneval(cls, problem: dict, completion: str) -> "Program":
         """HumanEval layout: prompt + completion, then `test` and `check(entry_point)`."""
         return cls(code=problem["prompt"] + completion,
                    tests=problem["test"] + f"\n\ncheck({problem['entry_point']})\n",
-                   name=problem.get("task_id", ""))
+                   name=problem.get("task_id", ""), context=problem["prompt"],
+                   entry_point=problem["entry_point"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,8 +50,15 @@ class Limits:
     file_size_mb: RLIMIT_FSIZE, the largest file the program may write.
     max_output_bytes: per stream (stdout, stderr); past it the program is killed.
     max_open_files: RLIMIT_NOFILE.
-    max_processes: RLIMIT_NPROC, set only inside a user namespace. The kernel does not apply it
-        to root (uid 0 outside the namespace), so there the audit hook is the only fork block.
+    max_processes: RLIMIT_NPROC, set only inside a user namespace: processes and threads of
+        the program, the harness's two included. The kernel does not apply it to root (uid 0
+        outside the namespace), so there the audit hook is the only fork block (best effort).
+    disk_mb: the size of the private tmpfs working directory (bubblewrap only).
+    shm_mb: the size of the private /dev/shm (bubblewrap only).
+
+    Threads: up to max_processes - 2, each taking 8 MiB of the address space from memory_mb.
+    Recursion: `sys.setrecursionlimit` is the program's to raise; Python-to-Python calls use no C
+    stack, so depths of 100,000 work within memory_mb.
     """
 
     timeout_s: float = 10.0
@@ -50,9 +68,11 @@ class Limits:
     max_output_bytes: int = 1 << 20
     max_open_files: int = 256
     max_processes: int = 64
+    disk_mb: int = 256
+    shm_mb: int = 64
 
     def __post_init__(self):
-        if self.timeout_s <= 0 or self.memory_mb <= 0 or self.max_output_bytes <= 0:
+        if min(self.timeout_s, self.memory_mb, self.max_output_bytes, self.disk_mb, self.shm_mb) <= 0:
             raise ValueError(f"limits must be positive: {self}")
 
     @property
@@ -61,9 +81,10 @@ class Limits:
 
 
 class Status(str, enum.Enum):
-    """Outcome of one program. PASSED cannot be faked, and neither can ERROR (the harness signals
-    on a pipe, closed before untrusted code runs, that it reached the program). The failure kinds
-    in between are diagnostics a hostile program can steer (`os._exit(113)` looks like MEMORY)."""
+    """Outcome of one program. PASSED comes only from the judge process, which alone holds the
+    verdict pipe; ERROR means the sandbox failed before the program started (the judge signals
+    on that pipe when it reaches the program). The failure kinds in between are diagnostics a
+    hostile program can steer (raising MemoryError looks like MEMORY)."""
 
     PASSED = "passed"
     FAILED = "failed"              # an exception, a failed assert, an early exit, a crash, tampering
