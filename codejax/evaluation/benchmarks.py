@@ -182,7 +182,11 @@ class Benchmark:
 
     def program(self, problem: Problem, completion: str, mode: str = "completion") -> Program:
         return Program(code=self.solution(problem, completion, mode).code, tests=problem.tests,
-                       name=problem.task_id)
+                       name=problem.task_id, context=self.test_context(problem), entry_point=problem.entry_point)
+
+    def test_context(self, problem: Problem) -> str:
+        """Trusted code the judge runs before the tests (the sandbox's `Program.context`)."""
+        return ""
 
 
 def check_mode(mode: str) -> None:
@@ -193,6 +197,9 @@ def check_mode(mode: str) -> None:
 class HumanEval(Benchmark):
     name = "humaneval"
     stop = HUMANEVAL_STOP
+
+    def test_context(self, problem: Problem) -> str:
+        return problem.prompt  # its helpers (HumanEval/32's `poly`) must not come from the completion
 
     def completion_prompt(self, problem: Problem) -> str:
         return problem.prompt.strip()

@@ -104,8 +104,11 @@ def score(benchmark: Benchmark, samples: Sequence[dict], *, mode: str = "complet
     problems = [p for p in benchmark.problems if p.task_id in by_task]
     order = [i for p in problems for i in by_task[p.task_id]]  # samples grouped by problem
     solutions = [benchmark.solution(benchmark.get(samples[i]["task_id"]), samples[i]["completion"], mode) for i in order]
-    programs = [Program(code=sol.code, tests=benchmark.get(samples[i]["task_id"]).tests, name=str(samples[i]["task_id"]))
-                for sol, i in zip(solutions, order)]  # what benchmark.program builds, without redoing solution()
+    programs = []
+    for sol, i in zip(solutions, order):  # what benchmark.program builds, without redoing solution()
+        problem = benchmark.get(samples[i]["task_id"])
+        programs.append(Program(code=sol.code, tests=problem.tests, name=str(samples[i]["task_id"]),
+                                context=benchmark.test_context(problem), entry_point=problem.entry_point))
     sandbox_start = time.monotonic()
     results = run_programs(programs, limits, workers=workers, progress=progress)
     sandbox_s = time.monotonic() - sandbox_start

@@ -234,6 +234,8 @@ def unit_tests(prompts, completions, *, tests=None, code_prefix=None, setup=None
             continue
         completion = _text(completion)
         code = prefixes[i] + completion
+        if setups[i]:  # the setup (imports, fixtures) runs in the program process too, as MBPP's does
+            code = setups[i] + "\n" + code
         if not completion.strip() or not _compiles(code):
             scores[i] = 0.0
             continue

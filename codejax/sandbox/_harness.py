@@ -635,16 +635,8 @@ class _Server:
             payload = encode((name, base, (text,), text), self.handle)
         send(self.wfd, b"E", payload)
 
-    def serve(self):
+    def serve(self, restore):
         import io
-        snap = dict(builtins.__dict__)
-        bdict = builtins.__dict__
-
-        def restore():  # the harness runs on these too: the program's replacements are its own business
-            for k, v in snap.items():
-                if bdict.get(k, restore) is not v:
-                    bdict[k] = v
-        restore()
         while True:
             msg = recv(self.rfd)
             if msg is None or msg[:1] == b"X":
@@ -723,21 +715,32 @@ def _program_process(cfg, rfd, wfd):
     g = main_mod.__dict__
     g["__builtins__"] = builtins
     server = _Server(rfd, wfd, g, {"<program>": program.splitlines()})
+    bdict = builtins.__dict__
+    snap = dict(bdict)
+
+    def restore():  # the harness runs on these too; names the program added stay
+        for k, v in snap.items():
+            if bdict.get(k, restore) is not v:
+                bdict[k] = v
+    posix.unsetenv("PWD")  # bubblewrap's --chdir sets it; the environment is the parent's choice only
+    posix.environ.pop(b"PWD", None)
     sys.addaudithook(hook)
     hook = None
     try:
         code = compile(program, "<program>", "exec", dont_inherit=True, optimize=0)
         exec(code, g)
     except BaseException as e:  # noqa: BLE001 - reported to the judge, which fails the run
+        restore()
         _flush()
         text, _ = _traceback_text(e, server.sources)
         if not isinstance(e, SystemExit):
             _write_all(2, text)
         server.reply_error(e)
     else:
+        restore()
         _flush()
         send(wfd, b"R")
-        server.serve()
+        server.serve(restore)
     _flush()
     posix._exit(0)
 

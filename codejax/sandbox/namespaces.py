@@ -131,7 +131,7 @@ class Isolation:
         for dev in DEVICES:
             a += ["--dev-bind-try", dev, dev]
         a += ["--size", str(disk_mb << 20), "--tmpfs", WORKDIR, "--size", str(shm_mb << 20), "--tmpfs", "/dev/shm",
-              "--chdir", WORKDIR, "--unsetenv", "PWD"]
+              "--chdir", WORKDIR]
         if harness:
             a += ["--ro-bind", os.path.dirname(harness), HARNESS_DIR]
             script = [HARNESS_DIR + "/" + os.path.basename(harness)]
