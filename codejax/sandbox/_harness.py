@@ -49,7 +49,7 @@ PROCESS_EVENTS = frozenset({"os.fork", "os.forkpty", "os.system", "os.exec", "os
 # Imports that would defeat the hook: native-code escape hatches, sub-interpreters (their own
 # audit-hook list), and re-creation of modules neutered below.
 DENY_IMPORTS = frozenset({
-    "_ctypes", "_ctypes_test", "_testcapi", "_testinternalcapi", "_testbuffer", "_testmultiphase",
+    "_ctypes_test", "_testcapi", "_testinternalcapi", "_testbuffer", "_testmultiphase",
     "_testsinglephase", "_testimportmultiple", "_testclinic", "_xxtestfuzz", "xxlimited", "xxlimited_35",
     "_xxsubinterpreters", "_xxinterpchannels", "_interpreters", "_interpchannels", "_interpqueues",
     "_posixsubprocess", "_remote_debugging",
@@ -66,7 +66,11 @@ UNCONFINED_EVENTS = frozenset({
     "socket.gethostbyname", "socket.gethostbyname_ex", "socket.gethostbyaddr", "socket.getnameinfo",
     "socket.sethostname", "fcntl.ioctl", "os.symlink", "os.link",
 })
-DENY_PREFIXES = ("ctypes.", "syslog.", "_winapi.", "winreg.")
+DENY_PREFIXES = ("syslog.", "_winapi.", "winreg.")
+# ctypes may be imported (pandas does) and may look symbols up, but not call them or touch memory
+# by address: that is where native code would start. dlopen is checked like an extension module.
+DENY_CTYPES = frozenset({"ctypes.call_function", "ctypes.cdata", "ctypes.string_at", "ctypes.wstring_at",
+                         "ctypes.PyObj_FromPtr", "ctypes.dlsym/handle"})
 # event -> (positions of path arguments, position of dir_fd or -1); all of these modify the file system
 WRITE_EVENTS = {
     "os.mkdir": ((0,), 2), "os.rmdir": ((0,), 1), "os.remove": ((0,), 1), "os.rename": ((0, 1), 2),
@@ -302,7 +306,7 @@ def _make_hook(tmp, read_roots, read_files, confined, sealed):
     type_, str_, bytes_, int_, issubclass_ = type, str, bytes, int, issubclass
     as_str, decode_ = str.__str__, bytes.decode
     split, startswith, endswith, rfind = str.split, str.startswith, str.endswith, str.rfind
-    deny_events, deny_imports, deny_prefixes = DENY_EVENTS, DENY_IMPORTS, DENY_PREFIXES
+    deny_events, deny_imports, deny_prefixes, deny_ctypes = DENY_EVENTS, DENY_IMPORTS, DENY_PREFIXES, DENY_CTYPES
     unconfined_events, write_events = UNCONFINED_EVENTS, WRITE_EVENTS
     func_attrs = frozenset({"__code__"})
     frame_attrs = frozenset({"gi_frame", "cr_frame", "ag_frame", "gi_suspended"})
@@ -435,6 +439,12 @@ def _make_hook(tmp, read_roots, read_files, confined, sealed):
                 raise IErr("sandbox: import of %r is not allowed" % (name,))
             if args[1] is not None and not native_ok(args[1]):  # native code only from the interpreter
                 raise IErr("sandbox: loading native code from %r is not allowed" % (args[1],))
+            return
+        if startswith(event, "ctypes."):
+            if event in deny_ctypes:
+                raise SErr("sandbox: %s is not allowed" % event)
+            if event == "ctypes.dlopen" and args[0] is not None and not native_ok(args[0]):
+                raise SErr("sandbox: loading native code from %r is not allowed" % (args[0],))
             return
         for pre in deny_prefixes:
             if startswith(event, pre):
@@ -951,7 +961,7 @@ def _remote_plain(base):
         return self
 
     def getattr_(self, name):
-        return getattr(self.__dict__["_codejax_remote"], name)
+        return Remote.__getattr__(self.__dict__["_codejax_remote"], name)  # always asks the program
     return type(base.__name__, (base,), {"__new__": new, "__getattr__": getattr_, "__module__": "<program>",
                                         "__init__": lambda self, *a: None})
 

@@ -421,7 +421,7 @@ def _flatten(fd: int, child: str, parent_fd: int | None, name: str) -> None:
         os.chmod(sub, 0o700)
         for e in list(os.scandir(sub)):
             try:
-                os.rename(e.name, f"{child}.{e.name}.{os.urandom(4).hex()}", src_dir_fd=sub, dst_dir_fd=fd)
+                os.rename(e.name, f".cjx{os.urandom(8).hex()}", src_dir_fd=sub, dst_dir_fd=fd)
             except OSError:
                 pass
     finally:
