@@ -18,9 +18,10 @@ both sides. Both sides get the same number of parallel workers and the same time
   used here has it enabled, which this script checks (`--allow_disabled_exec` is not offered:
   a disabled exec would "pass" everything without running it).
 * codejax (`codejax.sandbox.run_programs`, `Limits(timeout_s=T)`): per program a fresh
-  `unshare` (user, net, pid, ipc, uts namespaces) + `python -I -S -B` harness with rlimits,
-  the audit hook, a scrubbed environment and a temporary directory. Also run with
-  `namespaces=False` (audit hook and rlimits only) to show what the namespaces cost.
+  bubblewrap sandbox (or `unshare` namespaces where bubblewrap cannot run) with the seccomp
+  filter, a `python -I -S -B` harness that forks a judge and a program process, rlimits, the
+  audit hook, a scrubbed environment and a private tmpfs. Also run with `namespaces=False`
+  (audit hook and rlimits only) to show what the kernel layers cost.
 
 Each (framework, workers, repeat) runs in a fresh worker process of its own session, in an
 interleaved order; `--nice -10` gives that session autogroup niceness -10 (root) so that

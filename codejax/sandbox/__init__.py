@@ -5,51 +5,46 @@
     res.status, res.passed, res.reason, res.stdout, res.stderr, res.wall_s
     results = run_programs(programs, Limits(timeout_s=5, memory_mb=512), workers=8)  # in input order
 
-Linux only. One process per program, layered:
+Linux only. Threat model: the program is written by an adversary who has read this source (a
+policy optimised against the reward finds what works). The tests, `context` and `read_paths`
+come from the benchmark or dataset and are trusted.
 
-1. Kernel namespaces where the OS allows (`namespaces.detect`, probed once): user, network
-   (nothing reaches any network, 127.0.0.1 included), pid (the program cannot see or signal
-   host processes; its leftovers die with it), ipc, uts.
-2. Resource limits: wall clock (the parent kills the process group), RLIMIT_CPU, RLIMIT_AS,
-   RLIMIT_FSIZE, RLIMIT_NOFILE, RLIMIT_CORE=0, and RLIMIT_NPROC inside a user namespace.
-3. A fresh temporary working directory (also HOME and TMPDIR), deleted afterwards; an
-   environment of PATH, LANG, HOME, TMPDIR and thread-count variables only; stdin is
-   `Program.stdin`; stdout and stderr captured incrementally, killed past a size cap.
-4. In the child, before any untrusted code: an audit hook (`sys.addaudithook`) that blocks
-   fork/exec/spawn/subprocess, kill/killpg, sockets (connect/bind/send, DNS), ctypes,
-   sub-interpreters, gc/frame introspection (`gc.get_objects`, `sys._getframe`,
-   `sys._current_frames`, `tb_frame`/`gi_frame`), settrace/setprofile, adding audit hooks,
-   rlimit changes, symlinks/hard links, hand-made code objects and `marshal.loads` of anything
-   but the interpreter's own .pyc files (crafted bytecode corrupts memory), native code
-   (extension modules) from anywhere but the interpreter's directories, writes outside the
-   working directory and reads outside it, the interpreter's library directories and
-   `read_paths`. Unaudited C functions with the same reach (`_posixsubprocess.fork_exec`,
-   `os.mknod`, `signal.pidfd_send_signal`, ...) are replaced; handlers installed with
-   `signal.signal` receive `None` instead of a frame.
-5. The pass criterion (`_harness.py` explains it): the parent's random per-run token is printed
-   only by a harness thread whose frame no user code can reach, and only after it has checked
-   that the main thread's genuine call stack has returned from running the tests.
-   `exit()`, `sys.exit`, `raise SystemExit`, `os._exit(0)`, killing things, replacing
-   `print`/`sys.stdout`/builtins, fake token lines and atexit handlers all fail. Builtins
-   are compared with a snapshot after the program and after the tests.
+Enforced by the kernel (with bubblewrap; `isolation().describe()` says which layers are active,
+and without bubblewrap the sandbox claims only what it has):
+- a mount namespace with a read-only view of the interpreter, the system libraries, zoneinfo and
+  `read_paths` only (site-packages with `site_packages=True`); a private size-capped tmpfs as
+  working directory, HOME and /tmp; a private /dev/shm; no /proc, no host /tmp or /home;
+- no network (a network namespace with only its own loopback); pid, ipc, uts, cgroup namespaces:
+  no view of host processes, everything left behind dies with the program;
+- uid/gid 65534 in a user namespace without capabilities, no_new_privs, no nested user namespaces;
+- a seccomp filter (`seccomp.py`): ptrace and reading other processes' memory, mounts and
+  namespaces, memfd and SysV shared memory (memory RLIMIT_AS would not count), io_uring, bpf,
+  perf, keyrings, modules, time; foreign syscall ABIs kill the process;
+- rlimits: CPU, address space, file size, open files, core, and processes (non-root callers);
+- the verdict (`_harness.py`): a judge process runs the tests; the program process serves its
+  objects over pipes; values cross as plain data the judge compares itself; only the judge holds
+  the verdict pipe. No token exists, so there is none to steal.
 
-What it does NOT defend against:
-- Semantic hacks: objects whose `__eq__` always returns True, monkeypatching modules the tests
-  use (`math.isclose`, `sys.modules[...]`), reading the expected values the tests keep in the
-  shared namespace (`check.__code__.co_consts`) or special-casing the test inputs. The sandbox
-  checks that the tests ran to the end, not that they test anything.
-- The audit hook is not a security boundary in CPython's own terms: a memory-corruption bug in
-  the interpreter or a C extension (site-packages with `site_packages=True`) bypasses it. The
-  kernel layers (namespaces, rlimits) still hold then; as root (uid 0) the program would keep
-  root's file access, and RLIMIT_NPROC does not apply to root. For hostile workloads run the
-  whole evaluation as an unprivileged user inside a container or VM (gVisor, Firecracker).
-- Host resource exhaustion beyond the limits: many files under the size limit filling the
-  disk, CPU contention between parallel programs, page-cache pressure.
-- Timing and other side channels; the program can see the host's file names (listing
-  directories is allowed) and the interpreter's files.
-- The failure kinds (FAILED, TIMEOUT, MEMORY, OUTPUT_LIMIT) are diagnostics a hostile program
-  can steer, e.g. by exiting with the harness's MemoryError code. PASSED cannot be faked, and
-  neither can ERROR, which means the sandbox failed before the program started.
+Best effort (the audit hook in the program process, defence in depth): process creation and
+signals, calling native code through ctypes, loading native code from the working directory,
+sub-interpreters; without bubblewrap also every path, socket and crafted bytecode (then the
+only guard for files and, without namespaces, for the network: not a security boundary).
+Memory: RLIMIT_AS per process plus the tmpfs caps (`Limits.disk_mb`, `shm_mb`); no cgroup is
+used, so page cache and kernel memory are not counted.
+
+Not defended:
+- tests that trust what the program controls: its helper functions or classes called by name,
+  files it wrote that the tests read, handles (non-plain values) whose methods it implements;
+  and programs that special-case the test inputs;
+- root callers: RLIMIT_NPROC does not apply to uid 0 outside the namespace, so a fork bomb is
+  stopped only by the audit hook; CPython or kernel memory-corruption bugs; CPU contention and
+  timing side channels; the failure kind (FAILED/TIMEOUT/MEMORY) is steerable, PASSED is not.
+
+Hostile workloads at scale: run the evaluation as an unprivileged user in a container (bubblewrap
+needs `--security-opt seccomp=unconfined` or a profile allowing `unshare` and `mount`, or the
+host's user namespaces), one container per worker host, and treat each host as a pool of sandbox
+workers (`run_programs(workers=cores)`); for a shared cluster put the containers in gVisor or
+Firecracker VMs so a kernel bug does not reach the host.
 """
 from codejax.sandbox.namespaces import Isolation, detect
 from codejax.sandbox.program import Limits, Program, Result, Status
