@@ -277,9 +277,7 @@ def read_exact(fd, n):
     while got < n:
         b = posix.read(fd, min(n - got, 1 << 20))
         if not b:
-            if got == 0:
-                return None
-            return None
+            return None  # end of file, before or inside the frame: the caller says which
         chunks.append(b)
         got += len(b)
     return b"".join(chunks)

@@ -30,6 +30,7 @@ binary; set it to "off" to skip bubblewrap.
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
 import functools
 import os
@@ -182,7 +183,7 @@ def find_bwrap() -> str | None:
 def _interpreter_paths(python: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     r = subprocess.run([python, "-I", "-c", _PROBE_PATHS], capture_output=True, text=True, timeout=60,
                        env=base_env("/"))
-    info = eval(r.stdout, {"__builtins__": {}}) if r.returncode == 0 else {}  # noqa: S307 - a dict literal we printed
+    info = ast.literal_eval(r.stdout.strip()) if r.returncode == 0 else {}
     roots = {os.path.realpath(p) for p in info.get("prefixes", ()) if p}
     roots.add(os.path.dirname(os.path.realpath(python)))
     site_dirs = tuple(sorted({os.path.realpath(p) for p in info.get("site", ()) if p and os.path.isdir(p)}))
