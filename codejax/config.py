@@ -49,13 +49,13 @@ def model_section() -> Section:
 
 def tokenizer_section() -> Section:
     return Section(dict(
-        path="",  # local HF tokenizer directory; '' = model.hf_path
+        path="",  # local HF tokenizer directory; '' = model.hf_path; 'builtin' = codejax's stdlib BPE (or model.hf_path's)
     ))
 
 
 def data_section() -> Section:
     return Section(dict(
-        train_paths="",  # comma-separated files, globs or saved HF dataset dirs
+        train_paths="",  # comma-separated files, globs or saved HF dataset dirs; 'builtin' = codejax's small set
         eval_paths="",  # '' = use eval_fraction of the training rows
         eval_fraction=0.05,
         format="alpaca",  # text | alpaca | prompt_completion | chat
@@ -67,6 +67,7 @@ def data_section() -> Section:
         eval_batch_size=0,  # 0 = batch_size
         pack=True,
         overlength="truncate",  # truncate | drop
+        truncation_side="right",  # right (keep the start) | left (keep the end: a long prompt loses its start)
         skip_bad_rows=False,
         shuffle=True,
         num_epochs=0,  # 0 = repeat for as many steps as train.steps needs; else stop when the data runs out
@@ -98,6 +99,9 @@ def train_section() -> Section:
         peak_flops_per_device=0.0,  # for MFU; 0 = look up the device kind
         eval_at_start=False,  # evaluate before the first step (a "before training" baseline)
         export_hf=False,  # write WORKDIR/hf_model (HF format, with the tokenizer) at the end
+        # Resume with changed settings of the "allowed" class (lr, schedule, RL sampling; see
+        # codejax/train/config_diff.py); the model, data, PEFT and job can never change in a workdir.
+        allow_config_change=False,
     ))
 
 
@@ -183,14 +187,19 @@ def preference_section() -> Section:
 
 def rl_section() -> Section:
     # Jobs `grpo` (also RLOO) and `ppo`: sample completions for prompts, score them with reward
-    # functions, and update the policy on those rollouts (see codejax/rl).
+    # functions, and update the policy on those rollouts (see codejax/rl). Rewards of your own:
+    # `--config.rl.reward_modules=my_rewards --config.rl.rewards=unit_tests,my_reward`, where
+    # my_rewards (a module name or my_rewards.py) registers my_reward with @register_reward.
     return Section(dict(
         prompts_path="",  # JSONL of {prompt, ...columns the reward functions read}; '' = the built-in environment
         builtin_task="arith_functions",  # a codejax.rl.environments name, used when prompts_path is ''
         eval_fraction=0.1,  # prompts held out for the eval reward
-        chat=False,  # wrap prompts in the chat template
+        chat=False,  # wrap prompts in the chat template; the code rewards then run the answer's ```python block
         # comma-separated registered reward functions (codejax/rl/rewards.py), with weights
         rewards="unit_tests", reward_weights="",
+        # comma-separated modules of your own (importable names or .py paths), imported first: the
+        # rewards they register with @register_reward("name") can be named in rl.rewards
+        reward_modules="",
         reward_model="",  # workdir of a `reward` job: adds its score as the reward "reward_model"
         ensemble="sum",  # sum (weighted) | mean | min: how several rewards combine; min resists hacking
         missing_eos_penalty=0.0,  # subtracted when a completion hits max_new_tokens without EOS/stop
@@ -207,6 +216,7 @@ def rl_section() -> Section:
         gamma=1.0, lam=0.95, vf_coef=0.1, value_clip=0.2, whiten_rewards=False,  # ppo
         value_head="shared",  # ppo: shared (head on the policy trunk) | separate (own copy of the model)
         sandbox_timeout_s=5.0, sandbox_workers=0,  # execution rewards; 0 workers = CPU count
+        log_completions=4,  # completions (with rewards) per logged step -> WORKDIR/completions.jsonl; 0 = off
     ))
 
 
@@ -240,6 +250,10 @@ def make_tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The shared `:tiny` variant: a CPU/Colab-sized model and run that finishes in under a minute.
     With a PEFT method already set, the method's tiny learning rate and few virtual tokens."""
     c.model.preset = "tiny"
+    # Runs with no other flags: codejax's stdlib tokenizer and the job's built-in rows
+    # (codejax/data/builtin.py); a given tokenizer.path / data.train_paths replaces them.
+    c.tokenizer.path = c.tokenizer.path or "builtin"
+    c.data.train_paths = c.data.train_paths or "builtin"
     c.data.seq_len = 128
     c.data.batch_size = 8
     c.optim.lr = 1e-3
@@ -251,6 +265,13 @@ def make_tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if c.peft.method != "none":
         c.optim.lr = PEFT_METHODS[c.peft.method].tiny_lr
         c.peft.num_virtual_tokens = 8
+    return c
+
+
+def make_tiny_sft(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """`:tiny` for instruction data: 256 positions, since the Alpaca template alone takes ~50 tokens."""
+    make_tiny(c)
+    c.data.seq_len = 256
     return c
 
 

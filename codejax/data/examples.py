@@ -57,13 +57,13 @@ class TokenizedExamples:
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
-    def gather(self, indices: np.ndarray, max_length: int | None = None) -> TokenizedExamples:
-        """The examples at ``indices`` (in that order), each cut to at most ``max_length``."""
+    def gather(self, indices: np.ndarray, max_length: int | None = None, keep_end: bool = False) -> TokenizedExamples:
+        """The examples at ``indices`` (in that order), each cut to at most ``max_length`` ids: its
+        first ones, or with ``keep_end`` its last ones (left truncation: the prompt loses its start)."""
         indices = np.asarray(indices, dtype=np.int64)
-        lengths = self.lengths[indices]
-        if max_length is not None:
-            lengths = np.minimum(lengths, max_length)
-        starts = self.offsets[:-1][indices]
+        full = self.lengths[indices]
+        lengths = full if max_length is None else np.minimum(full, max_length)
+        starts = self.offsets[:-1][indices] + (full - lengths if keep_end else 0)
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         return TokenizedExamples(_ragged_gather(self.ids, starts, lengths),
                                  _ragged_gather(self.mask, starts, lengths), offsets)
@@ -76,8 +76,17 @@ class TokenizedExamples:
         return h.hexdigest()
 
 
-def fit_to_seq_len(examples: TokenizedExamples, seq_len: int,
-                   overlength: str) -> tuple[TokenizedExamples, collections.Counter]:
+TRUNCATION_SIDES = ("right", "left")
+
+
+def _prompt_length(mask: np.ndarray) -> int:
+    """Leading positions without loss: the prompt of an SFT example (all of it when nothing trains)."""
+    hits = np.flatnonzero(mask)
+    return int(hits[0]) if hits.size else int(mask.size)
+
+
+def fit_to_seq_len(examples: TokenizedExamples, seq_len: int, overlength: str,
+                   truncation_side: str = "right") -> tuple[TokenizedExamples, collections.Counter]:
     """Make every example fit one row of ``seq_len`` next-token positions, and count.
 
     An example of ``n`` ids trains ``n - 1`` positions (inputs ``ids[:-1]``, targets
@@ -87,19 +96,32 @@ def fit_to_seq_len(examples: TokenizedExamples, seq_len: int,
     weighted target (e.g. a prompt longer than ``seq_len``) teaches nothing and is removed too,
     counted as ``examples_dropped_no_loss``.
 
+    ``truncation_side="left"`` cuts from the start instead, so an over-long prompt loses its
+    beginning and the completion (and its eos) is kept, as DPO does with its prompts.
+
     Counts: ``examples``, ``examples_truncated``, ``examples_dropped_overlength``,
     ``examples_dropped_no_loss``, ``tokens`` (next-token positions, i.e. targets) and
-    ``loss_tokens`` (targets with weight 1).
+    ``loss_tokens`` (targets with weight 1); for the truncation warning, ``longest_example``,
+    ``longest_prompt`` (over the over-long examples) and ``seq_len_p99`` (the seq_len that fits
+    99% of the examples whole).
     """
     if overlength not in OVERLENGTH_POLICIES:
-        raise ValueError(f"overlength must be one of {OVERLENGTH_POLICIES}, got {overlength!r}")
+        raise ValueError(f"data.overlength must be one of {OVERLENGTH_POLICIES}, got {overlength!r}")
+    if truncation_side not in TRUNCATION_SIDES:
+        raise ValueError(f"data.truncation_side must be one of {TRUNCATION_SIDES}, got {truncation_side!r}")
     stats = collections.Counter()
-    too_long = examples.lengths - 1 > seq_len
+    positions = examples.lengths - 1
+    too_long = positions > seq_len
+    if len(examples):
+        stats["longest_example"] = int(positions.max())
+        stats["seq_len_p99"] = int(np.percentile(positions, 99, method="higher"))
+    if too_long.any():
+        stats["longest_prompt"] = max(_prompt_length(examples[i][1]) for i in np.flatnonzero(too_long))
     dropping = overlength == "drop"
     stats["examples_truncated"] = 0 if dropping else int(too_long.sum())
     stats["examples_dropped_overlength"] = int(too_long.sum()) if dropping else 0
     keep = np.flatnonzero(~too_long) if dropping else np.arange(len(examples))
-    fitted = examples.gather(keep, max_length=seq_len + 1)
+    fitted = examples.gather(keep, max_length=seq_len + 1, keep_end=truncation_side == "left")
     # Weighted targets per example: the mask summed over each example minus its first
     # token, which is only ever an input. (Every example has >= 2 ids, so reduceat is safe.)
     per_example_mask = np.add.reduceat(fitted.mask.astype(np.int64), fitted.offsets[:-1]) \

@@ -45,6 +45,7 @@ import grain
 import numpy as np
 
 from codejax.data import sources
+from codejax.data.builtin import resolve_train_paths
 from codejax.data.errors import DataError, SkipPolicy
 from codejax.data.examples import OVERLENGTH_POLICIES, TokenizedExamples, fit_to_seq_len, split_eval
 from codejax.data.formats import FormatSpec, parse_row, tokenize_parsed
@@ -202,7 +203,7 @@ def build_datasets(*, tokenizer, train_paths, eval_paths=None, fmt: str, seq_len
                    batch_size: int, eval_batch_size: int | None = None,
                    eval_fraction: float = 0.0, seed: int = 0, shuffle: bool = True,
                    num_epochs: int | None = None, pack: bool = True,
-                   overlength: str = "truncate", skip_bad_rows: bool = False,
+                   overlength: str = "truncate", truncation_side: str = "right", skip_bad_rows: bool = False,
                    text_field: str = "text", prompt_template: str | None = None,
                    hf_split: str = "train") -> Datasets:
     """Build the train (and eval) pipelines for ``fmt`` rows in ``train_paths``.
@@ -217,8 +218,9 @@ def build_datasets(*, tokenizer, train_paths, eval_paths=None, fmt: str, seq_len
     ``rows_skipped/<reason>`` (only with ``skip_bad_rows``; otherwise the first bad row
     raises :class:`DataError`), and for the training set ``examples``,
     ``examples_truncated``, ``examples_dropped_overlength``, ``examples_dropped_no_loss``,
-    ``tokens`` (target positions per epoch) and ``loss_tokens`` (weighted targets per
-    epoch); the same per-example keys prefixed ``eval_`` describe the eval set.
+    ``tokens`` (target positions per epoch), ``loss_tokens`` (weighted targets per
+    epoch), ``longest_example`` and ``seq_len_p99`` (positions), and ``longest_prompt`` when
+    some examples are over-long; the same per-example keys prefixed ``eval_`` describe the eval set.
     """
     _check_config(fmt=fmt, seq_len=seq_len, batch_size=batch_size, eval_batch_size=eval_batch_size,
                   eval_fraction=eval_fraction, eval_paths=eval_paths, seed=seed,
@@ -239,13 +241,13 @@ def build_datasets(*, tokenizer, train_paths, eval_paths=None, fmt: str, seq_len
         train_idx, eval_idx = split_eval(train, eval_fraction, seed)
         train, evaluation = train.gather(train_idx), train.gather(eval_idx)
 
-    train, train_stats = fit_to_seq_len(train, seq_len, overlength)
+    train, train_stats = fit_to_seq_len(train, seq_len, overlength, truncation_side)
     stats.update(train_stats)
     if not len(train):
         raise ValueError(f"no training examples left from {train_paths!r} (stats: {dict(stats)})")
     eval_fn = None
     if evaluation is not None:
-        evaluation, eval_stats = fit_to_seq_len(evaluation, seq_len, overlength)
+        evaluation, eval_stats = fit_to_seq_len(evaluation, seq_len, overlength, truncation_side)
         stats.update({f"eval_{k}": v for k, v in eval_stats.items()})
         if not len(evaluation):
             logger.warning("The eval set is empty after fitting to seq_len=%d: %s", seq_len, eval_stats)
@@ -260,7 +262,7 @@ def build_datasets(*, tokenizer, train_paths, eval_paths=None, fmt: str, seq_len
     rows = _rows(train, seq_len=seq_len, pad_id=pad_id, pack=pack, num_bins=batch_size,
                  shuffle_seed=mixed_seed(seed) if shuffle else None, num_epochs=num_epochs)
     train_ds = StateCheckedIterDataset(rows.batch(batch_size, drop_remainder=True), fingerprint)
-    logger.info("Data: %s", dict(stats))
+    logger.debug("Data: %s", dict(stats))
     return Datasets(train=train_ds, eval=eval_fn, stats={k: int(v) for k, v in stats.items()},
                     pad_id=int(pad_id), seq_len=seq_len)
 
@@ -269,11 +271,14 @@ def datasets_from_config(config, tokenizer) -> Datasets:
     """`build_datasets` for a run's config: its `data` section and seed (a given eval set replaces the split)."""
     dc = config.data
     if not dc.train_paths:
-        raise ValueError("data.train_paths is empty: give local JSONL/JSON/parquet files or a saved HF dataset")
+        raise ValueError("data.train_paths is empty: give local JSONL/JSON/parquet files or a saved HF dataset "
+                         "(or data.train_paths=builtin for codejax's small built-in set)")
     eval_paths = sources.split_paths(dc.eval_paths) or None
+    train_paths = resolve_train_paths(dc.train_paths, dc.format)
     return build_datasets(
-        tokenizer=tokenizer, train_paths=sources.split_paths(dc.train_paths), eval_paths=eval_paths,
+        tokenizer=tokenizer, train_paths=sources.split_paths(train_paths), eval_paths=eval_paths,
         fmt=dc.format, seq_len=dc.seq_len, batch_size=dc.batch_size, eval_batch_size=dc.eval_batch_size or None,
         eval_fraction=0.0 if eval_paths else dc.eval_fraction, seed=config.seed, shuffle=dc.shuffle,
-        num_epochs=dc.num_epochs or None, pack=dc.pack, overlength=dc.overlength, skip_bad_rows=dc.skip_bad_rows,
+        num_epochs=dc.num_epochs or None, pack=dc.pack, overlength=dc.overlength,
+        truncation_side=dc.truncation_side, skip_bad_rows=dc.skip_bad_rows,
         text_field=dc.text_field, prompt_template=dc.prompt_template or None, hf_split=dc.hf_split)

@@ -1,5 +1,9 @@
 """Job registry: `config.job` names a function `run_<job>(config, workdir) -> summary`.
 
+`get_job` returns it wrapped in the guard every job runs under (codejax/train/guard.py): the
+workdir lock, the check of the new config against the workdir's config.json, and SIGINT /
+SIGTERM handling from start-up to the final write.
+
 Jobs register themselves on import; `get_job` imports the job modules lazily so
 `python -m codejax.main` only pays for the job it runs. A job module imports no other job
 module (tests/test_import_graph.py): what jobs share lives below jobs/ (codejax.setup,
@@ -8,6 +12,7 @@ looks them up here.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 from typing import Any, Callable
 
@@ -40,4 +45,5 @@ def get_job(name: str) -> JobFn:
         importlib.import_module(_JOB_MODULES[name])
     if name not in JOBS:
         raise ValueError(f"config.job={name!r} is not a registered job; known jobs: {sorted(_JOB_MODULES)}")
-    return JOBS[name]
+    from codejax.train.guard import run_guarded
+    return functools.wraps(JOBS[name])(functools.partial(run_guarded, JOBS[name]))

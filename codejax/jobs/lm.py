@@ -6,8 +6,6 @@ SFT reads alpaca, prompt/completion or chat rows and trains on completions only.
 """
 from __future__ import annotations
 
-import logging
-
 from codejax.data.pipeline import datasets_from_config
 from codejax.evaluation.sampling import pass_at_k_hook
 from codejax.jobs import register
@@ -17,15 +15,11 @@ from codejax.parallel import parallel_from_config
 from codejax.setup import build_trainable, finish, load_tokenizer
 from codejax.train.loop import TrainInputs, run_training
 
-log = logging.getLogger(__name__)
-
-
 def run_lm(config, workdir: str) -> dict:
     tokenizer = load_tokenizer(config)
     par = parallel_from_config(config.parallel)
     tm = build_trainable(config, tokenizer, par)
     data = datasets_from_config(config, tokenizer)
-    log.info("data: %s", data.stats)
     inputs = TrainInputs(
         loss_fn=lm_loss_fn(tm.model), variables=tm.variables, train_iter=iter(data.train),
         make_eval_iter=data.eval, data_stats=dict(data.stats),

@@ -27,6 +27,7 @@ from codejax.codedata import mine_tree, split_by_file, write_jsonl
 from codejax.corpus import list_source_files, read_source, stdlib_root
 from codejax.jobs import get_job, register
 from codejax.tokenizer import train_code_tokenizer
+from codejax.train.guard import STOPPED_BY_SIGNAL
 from codejax.train.metrics import read_metrics
 
 log = logging.getLogger(__name__)
@@ -173,8 +174,8 @@ def run_quickstart(config, workdir: str) -> dict:
                        "tokenizer.path": tokenizer_dir, "optim.lr": q.pretrain_lr, "train.export_hf": True})
         pretrain_cfg.job = "pretrain"
         figures["pretrain"] = get_job("pretrain")(pretrain_cfg, os.path.join(workdir, "pretrain"))
-        if figures["pretrain"]["stop_reason"] == "SIGTERM":  # preempted: stop here, a rerun resumes
-            return figures
+        if figures["pretrain"]["stop_reason"] in STOPPED_BY_SIGNAL:  # stop here; a rerun resumes
+            return {**figures, "stop_reason": figures["pretrain"]["stop_reason"]}
         model_dir = os.path.join(workdir, "pretrain", "hf_model")
 
     figures["sft_data"] = _stage(workdir, "sft_data", build_sft_data, q.sft_max_files, q.eval_fraction,

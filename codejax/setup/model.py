@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import transformers
 
+from codejax.data.builtin import BUILTIN, resolve_tokenizer_path
 from codejax.models import (ModelConfig, Transformer, abstract_params, count_leaves, family_config, init_params,
                             load_hf_params, logical_axes, preset_config, read_hf_config, tiny_config)
 from codejax.objectives.variables import REF, ModelVariables
@@ -30,11 +31,28 @@ from codejax.train.checkpoint import restore_params
 log = logging.getLogger(__name__)
 
 
+def check_local_dir(path: str, field: str, needs: tuple[str, ...]) -> None:
+    """One line naming the field when a model or tokenizer path is not a local directory with its files.
+    (codejax never downloads: a hub id would only make transformers retry the network.)"""
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{field}={path!r} is not a local directory; codejax loads models and tokenizers "
+                                "from local folders only (download once, e.g. `huggingface-cli download`, and "
+                                "pass the folder)")
+    if not any(os.path.exists(os.path.join(path, n)) for n in needs):
+        raise FileNotFoundError(f"{field}={path!r} has none of {', '.join(needs)}: it is not a Hugging Face "
+                                "model/tokenizer directory")
+
+
 def load_tokenizer(config):
-    path = config.tokenizer.path or config.model.hf_path
+    """tokenizer.path, else model.hf_path's tokenizer; 'builtin' is codejax's stdlib tokenizer
+    (codejax/data/builtin.py), which the `:tiny` variants use."""
+    path = resolve_tokenizer_path(config)
     if not path:
-        raise ValueError("set tokenizer.path (a local HF tokenizer directory) or model.hf_path")
-    return transformers.AutoTokenizer.from_pretrained(path)
+        raise ValueError("set tokenizer.path (a local HF tokenizer directory) or model.hf_path "
+                         "(or tokenizer.path=builtin for codejax's small stdlib tokenizer)")
+    field = "tokenizer.path" if config.tokenizer.path not in ("", BUILTIN) else "model.hf_path"
+    check_local_dir(path, field, ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model"))
+    return transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
 
 
 def model_config(config, tokenizer) -> ModelConfig:
@@ -43,6 +61,7 @@ def model_config(config, tokenizer) -> ModelConfig:
     switches = dict(dtype=mc.dtype, param_dtype=mc.param_dtype, scan_layers=mc.scan_layers,
                     remat_policy=mc.remat_policy)
     if mc.hf_path:  # the checkpoint's config.json decides the shape; the size fields are ignored
+        check_local_dir(mc.hf_path, "model.hf_path", ("config.json",))
         cfg = read_hf_config(mc.hf_path, **switches)
         if cfg.vocab_size < len(tokenizer):
             raise ValueError(f"{mc.hf_path}: vocab_size={cfg.vocab_size} is smaller than the tokenizer "

@@ -21,6 +21,7 @@ import numpy as np
 
 from codejax.objectives.variables import ModelVariables
 from codejax.parallel import Parallel
+from codejax.train.console import data_table
 from codejax.train.optim import make_optimizer
 from codejax.train.run import Run, check_batch_split
 from codejax.train.step import LossFn, make_eval_step, make_train_step
@@ -95,6 +96,8 @@ def run_training(config, workdir: str, inputs: TrainInputs) -> tuple[dict[str, A
     if par is not None:
         check_batch_split(par, config.data.batch_size, config.optim.grad_accum_steps)
         check_batch_split(par, config.data.eval_batch_size or config.data.batch_size, 1, "data.eval_batch_size")
+    if inputs.data_stats:
+        data_table(inputs.data_stats, config)
     with Run(config, workdir, inputs.variables, optimizer, inputs.train_iter, par) as run:
         if run.finished:
             return run.finished, run.state
@@ -156,8 +159,9 @@ def run_training(config, workdir: str, inputs: TrainInputs) -> tuple[dict[str, A
             if run.end_step(step, metrics, do_eval):  # eval when due; early stop, SIGTERM, checkpoint
                 break
 
-        if run.completed:
+        if run.needs_final_eval:
             do_eval(run.step)
+        if run.completed:
             run.save_final(metrics)
         if inputs.data_stats:
             run.log(run.step, {f"data/{k}": v for k, v in inputs.data_stats.items() if isinstance(v, (int, float))})

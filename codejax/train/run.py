@@ -12,9 +12,12 @@ A loop (codejax/train/loop.py for LM-style jobs, codejax/rl/loop.py for RL) open
 
 and the parts every loop needs alike: the train state created in its shardings,
 resume (state, data iterator and the early-stopping record from the newest good
-checkpoint; a finished run is not rerun), SIGTERM handling with the hosts agreeing
-on when to stop, non-finite checks that never checkpoint a diverged state, early
-stopping on `train.best_metric`, `stop_reason`, and the summary.
+checkpoint; a finished run is not rerun), SIGINT/SIGTERM with the hosts agreeing on
+when to stop (a checkpoint of the current step, `stop_reason` "interrupted" or
+"SIGTERM"), non-finite checks that never checkpoint a diverged state, early stopping on
+`train.best_metric`, `stop_reason`, and the summary. config.json is written only once
+the restore has succeeded (the job's guard, codejax/train/guard.py, has already checked
+the new config against the saved one and holds the workdir lock).
 
     with Run(config, workdir, variables, optimizer, data_iter, parallel) as run:
         if run.finished:
@@ -25,18 +28,17 @@ stopping on `train.best_metric`, `stop_reason`, and the summary.
             ... run.log(step, row); run.check_finite(metrics, step)
             if run.end_step(step, metrics, evaluate):  # eval when due; early stop, SIGTERM, checkpoint
                 break
-        if run.completed:
+        if run.needs_final_eval:  # ran out of steps (or data), and not already evaluated before a kill
             evaluate(run.step)
+        if run.completed:
             run.save_final(metrics)
         summary = run.close({...loop-specific figures...})
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import signal
 import time
 from typing import Any
 
@@ -44,45 +46,26 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from codejax.objectives.variables import ModelVariables
+from codejax.models import count_leaves
+from codejax.objectives.variables import REF, ModelVariables
 from codejax.parallel import Parallel
 from codejax.train.checkpoint import Checkpointer, abstract_like
+from codejax.train.console import banner
+from codejax.train.guard import SIGNALS, SIGTERM, STOPPED_BY_SIGNAL
 from codejax.train.metrics import MetricsWriter, write_plots
 from codejax.train.step import init_train_state
-from codejax.train.workdir import write_config
+from codejax.train.workdir import read_json, write_config, write_json
 
 log = logging.getLogger(__name__)
 
 # Early-stopping record, kept in each checkpoint's metadata so a resumed run continues it.
 BEST_KEY, PATIENCE_KEY = "early_stopping/best", "early_stopping/evals_without_gain"
-SIGTERM = "SIGTERM"
+# A non-finite loss this many steps after a resume points at the restored checkpoint.
+SUSPECT_RESUME_STEPS = 10
 
 
 class NonFiniteLossError(FloatingPointError):
     pass
-
-
-class _StopSignal:
-    """Turns SIGTERM (preemption) into a flag the loop checks after each step."""
-
-    def __init__(self):
-        self.received = False
-        self._previous = None
-
-    def install(self) -> None:
-        try:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread (e.g. some notebook kernels): no handler
-            self._previous = None
-
-    def _handle(self, signum, frame):
-        del signum, frame
-        self.received = True
-
-    def restore(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-            self._previous = None
 
 
 def any_process(flag: bool) -> bool:
@@ -114,7 +97,6 @@ class Run:
                  desc: str = "train"):
         tc = self._tc = config.train
         self.workdir, self.data, self.parallel, self.desc = workdir, data, parallel, desc
-        write_config(config, workdir)
         self.is_main = jax.process_index() == 0
         par = parallel
         init = lambda p: init_train_state(p, optimizer, config.seed)  # noqa: E731
@@ -133,17 +115,29 @@ class Run:
             keep_latest=tc.keep_checkpoints, keep_best=tc.keep_best, best_metric=tc.best_metric,
             best_mode=tc.best_mode, async_save=tc.async_checkpoint)
         self.start_step, self.best_eval, self.evals_without_gain = 0, None, 0
+        self.last_eval: dict[str, float] = {}
         restored = self.checkpointer.restore_latest(abstract_like(self.state))
+        self.restored = restored is not None
+        # The last evaluation of a run killed after its final checkpoint but before its summary:
+        # kept in that checkpoint, so the rerun does not log it a second time.
+        self.final_eval_restored = False
         if restored is not None:
             self.start_step, self.state, data_state, meta = restored
             data.set_state(data_state)
             # Early stopping carries on where it was, not from a blank record.
             self.best_eval = meta.get(BEST_KEY)
             self.evals_without_gain = meta.get(PATIENCE_KEY, 0)
+            evals = {k: v for k, v in meta.items() if k.startswith("eval/")}
+            if evals and self.start_step >= tc.steps:
+                self.last_eval, self.final_eval_restored = evals, True
             log.info("resumed from step %d in %s", self.start_step, workdir)
+        if self.is_main:
+            write_config(config, workdir)  # only now: a failed restore leaves the old config.json
+        trainable = count_leaves(variables.trainable)
+        base = count_leaves({k: v for k, v in (variables.frozen or {}).items() if k != REF})
+        banner(config, workdir, trainable + base, trainable, parallel, self.start_step)
         self.step = self.start_step
         self.stop_reason = "completed"
-        self.last_eval: dict[str, float] = {}
         self.finished = self._previous_summary() if restored is not None else None
         self.writer = None
         if self.finished is not None:
@@ -151,32 +145,29 @@ class Run:
                      self.finished.get("stop_reason"))
             self.checkpointer.close()
         elif self.is_main:
-            self.writer = MetricsWriter(workdir, resume_step=self.start_step if restored else None)
-        self._signal = _StopSignal()
+            # Rows after the restored step (or every row, with no checkpoint) are lost work.
+            self.writer = MetricsWriter(workdir, resume_step=self.start_step if restored else -1, config=config)
+        self._signals = SIGNALS.handling(defer=True)
         self._bar = None
         self._start_time = time.time()
 
     def _previous_summary(self) -> dict | None:
         """The summary of a run that is over: same step, same train.steps and not preempted.
         (A larger train.steps means the user asks for more, so training continues.)"""
-        path = os.path.join(self.workdir, "summary.json")
-        if not os.path.exists(path):
-            return None
-        with open(path, encoding="utf-8") as f:
-            previous = json.load(f)
-        if (previous.get("steps") == self.start_step and previous.get("train_steps") == self._tc.steps
-                and previous.get("stop_reason") != SIGTERM):
+        previous = read_json(os.path.join(self.workdir, "summary.json"))  # a torn one: not finished
+        if (previous and previous.get("steps") == self.start_step and previous.get("train_steps") == self._tc.steps
+                and previous.get("stop_reason") not in STOPPED_BY_SIGNAL):
             return previous
         return None
 
-    # ------------------------------------------------------------------ context: SIGTERM and the progress bar
+    # ------------------------------------------------------------------ context: the stop signals and the progress bar
 
     def __enter__(self) -> "Run":
-        self._signal.install()
+        self._signals.__enter__()  # from here a signal only sets a flag the loop checks after each step
         return self
 
     def __exit__(self, *exc) -> None:
-        self._signal.restore()
+        self._signals.__exit__(*exc)
         if self._bar is not None:
             self._bar.close()
 
@@ -205,9 +196,17 @@ class Run:
             if metrics and key in metrics and not math.isfinite(float(metrics[key])):
                 self.checkpointer.wait()
                 last = self.checkpointer.latest_step()
+                value = float(metrics[key])
+                if self.restored and step - self.start_step <= SUSPECT_RESUME_STEPS:
+                    # So soon after a resume the restored checkpoint is the likely cause, not the lr.
+                    raise NonFiniteLossError(
+                        f"{key} is {value} at step {step}, {step - self.start_step} steps after resuming from "
+                        f"checkpoint step {self.start_step} in {self.checkpointer.directory}; that checkpoint may "
+                        f"be damaged: move {os.path.join(self.checkpointer.directory, str(self.start_step))} "
+                        "aside to resume from the one before it, or lower optim.lr")
                 kept = (f"The last good checkpoint (step {last}) is kept in {self.checkpointer.directory}"
                         if last is not None else "No checkpoint had been saved yet")
-                raise NonFiniteLossError(f"{key} is {float(metrics[key])} at step {step}; stopping. {kept}; "
+                raise NonFiniteLossError(f"{key} is {value} at step {step}; stopping. {kept}; "
                                          "lower optim.lr or raise optim.warmup_steps, or check the data")
 
     def evaluate(self, step: int, metrics: dict[str, float]) -> bool:
@@ -252,6 +251,7 @@ class Run:
         out), then stop early, stop on SIGTERM, or checkpoint when due. True when the loop must stop."""
         tc = self._tc
         evaluated = bool(tc.eval_every) and step % tc.eval_every == 0 and step < tc.steps
+        self.checkpointer.check_for_errors()  # a failed background save stops the run now, not at the next one
         if evaluated and evaluate(step):
             self.stop_early()
             return True
@@ -260,13 +260,19 @@ class Run:
         self.maybe_save(step, metrics, evaluated)
         return False
 
+    @property
+    def stop_requested(self) -> bool:
+        """True on every host once SIGINT or SIGTERM reached any of them."""
+        return any_process(SIGNALS.received is not None)
+
     def preempted(self, evaluated: bool) -> bool:
-        """After SIGTERM on any host: save a checkpoint of this step on all of them, and stop."""
-        if not any_process(self._signal.received):
+        """After SIGINT/SIGTERM on any host: save a checkpoint of this step on all of them, and stop."""
+        if not self.stop_requested:
             return False
-        self.stop_reason = SIGTERM
+        self.stop_reason = SIGNALS.received or SIGTERM  # another host's signal: a preemption
         self.save(self.step, force=True, with_eval=evaluated)
-        log.warning("SIGTERM received: saved a checkpoint at step %d and stopped", self.step)
+        log.warning("%s: saved a checkpoint at step %d and stopped; rerun the same command to resume",
+                    self.stop_reason, self.step)
         return True
 
     # ------------------------------------------------------------------ the end
@@ -275,6 +281,10 @@ class Run:
     def completed(self) -> bool:
         """The run ended by running out of steps (or data), not by early stopping or preemption."""
         return self.stop_reason == "completed" or self.stop_reason.startswith("data exhausted")
+
+    @property
+    def needs_final_eval(self) -> bool:
+        return self.completed and not self.final_eval_restored
 
     def save_final(self, metrics: dict) -> None:
         self.check_finite(metrics, self.step)
@@ -287,9 +297,8 @@ class Run:
                    "seconds_this_run": time.time() - self._start_time, "best_eval": self.best_eval,
                    "last_eval": self.last_eval, "best_checkpoint_step": self.checkpointer.best_step()}
         if self.writer is not None:
-            self.writer.close()
+            self.writer.close(summary)
             write_plots(self.writer.path, os.path.join(self.workdir, "plots"))
-            with open(os.path.join(self.workdir, "summary.json"), "w", encoding="utf-8") as f:
-                json.dump(summary, f, indent=2, default=str)
+            write_json(os.path.join(self.workdir, "summary.json"), summary)
         self.checkpointer.close()
         return summary

@@ -164,7 +164,7 @@ def test_eval_paths_and_eval_fraction_are_exclusive(tok, numbered_texts):
 def test_stats_have_every_documented_key(tok, numbered_texts):
     stats = _text_data(tok, numbered_texts, eval_fraction=0.25).stats
     per_split = ["examples", "examples_truncated", "examples_dropped_overlength",
-                 "examples_dropped_no_loss", "tokens", "loss_tokens"]
+                 "examples_dropped_no_loss", "tokens", "loss_tokens", "longest_example", "seq_len_p99"]
     assert set(stats) == {"rows_read", "rows_skipped", *per_split, *(f"eval_{k}" for k in per_split)}
     assert all(isinstance(v, int) for v in stats.values())
     assert stats["examples"] + stats["eval_examples"] == stats["rows_read"] == 12

@@ -168,17 +168,20 @@ def test_restore_latest_falls_back_past_a_damaged_step(tmp_path, caplog, damage)
     _assert_bit_identical(restored, state)
     warnings = [r.getMessage() for r in caplog.records
                 if r.name == LOGGER and r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "step 3" in warnings[0]
+    assert len(warnings) == 2 and "step 3" in warnings[0] and "could not be restored" in warnings[0]
+    # The damaged step is moved aside, never deleted, and the warning says where.
+    assert str(tmp_path / "corrupt-3") in warnings[1] and (tmp_path / "corrupt-3").is_dir()
+    assert not (tmp_path / "3").exists()
 
-    # Resuming from step 2 must be able to save step 3 again, over the damage.
+    # Resuming from step 2 must be able to save step 3 again, next to the set-aside copy.
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger=LOGGER), Checkpointer(tmp_path, save_every=1) as ckpt:
+    with Checkpointer(tmp_path, save_every=1) as ckpt:
         assert ckpt.restore_latest(abstract_like(state)).step == 2
         assert ckpt.save(3, state, {"pos": 3})
         step, restored, data_state, _ = ckpt.restore_latest(abstract_like(state))
     assert step == 3 and data_state == {"pos": 3}
     _assert_bit_identical(restored, state)
-    assert any("Deleting checkpoint step 3" in r.getMessage() for r in caplog.records)
+    assert (tmp_path / "corrupt-3").is_dir()
 
 
 def test_garbage_step_bookkeeping_alone_does_not_discard_a_step(tmp_path, caplog):
