@@ -14,13 +14,21 @@ Everything around the steps (workdir, resume, checkpoints with the prompt iterat
 coefficient, SIGTERM, non-finite checks, early stopping on eval/reward, the summary) is the
 run scaffold's (codejax/train/run.py). Held-out prompts are scored greedily every
 `train.eval_every` steps (eval/reward, the usual best-checkpoint metric).
+
+Every logged step also appends `rl.log_completions` of its completions, with their rewards,
+to WORKDIR/completions.jsonl (TRL's log_completions), and a policy that stops learning (every
+group's rewards equal, or a zero gradient, STALL_STEPS steps in a row) gets a warning saying
+what to change.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import math
+import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -35,6 +43,7 @@ from codejax.rl.rollout import RewardSpec, rollout_batch
 from codejax.train.optim import make_optimizer
 from codejax.train.run import Run
 from codejax.train.step import make_train_step
+from codejax.train.workdir import read_jsonl, write_text
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +127,76 @@ def reward_metrics(prefix: str, total: np.ndarray, parts: dict, samples) -> dict
     return out
 
 
+# ----------------------------------------------------------------------------- watching the run
+
+COMPLETIONS_FILE = "completions.jsonl"
+STALL_STEPS = 5  # steps in a row a STALLS condition must hold before the warning
+
+# (metric, stalled(value), why and what to change): each means the updates change nothing.
+STALLS: tuple[tuple[str, Callable[[float], bool], str], ...] = (
+    ("train/zero_spread_fraction", lambda v: v >= 1.0,
+     "every group's completions got the same reward, so every advantage is 0. Check that the rewards can "
+     "score these completions (WORKDIR/completions.jsonl; rl.chat, a code_prefix column, rl.rewards), give "
+     "partial credit (a graded reward), raise rl.group_size or rl.temperature, or warm-start with SFT"),
+    ("train/grad_norm", lambda v: v == 0.0,
+     "the updates are 0: every advantage is 0 (see train/zero_spread_fraction and the rewards in "
+     "WORKDIR/completions.jsonl) or every completion token is masked (rl.mask_truncated with "
+     "train/truncated_fraction at 1: raise rl.max_new_tokens or set rl.stop)"),
+)
+
+
+class StallWatch:
+    """Counts the steps in a row each STALLS condition has held; warns once per streak."""
+
+    def __init__(self, steps: int = STALL_STEPS):
+        self.steps, self.streaks = steps, {key: 0 for key, _, _ in STALLS}
+
+    def update(self, step: int, metrics: dict[str, float]) -> list[str]:
+        """Count this step's metrics; returns the metrics warned about now (a streak reaching `steps`)."""
+        warned = []
+        for key, stalled, advice in STALLS:
+            value = metrics.get(key)
+            self.streaks[key] = self.streaks[key] + 1 if value is not None and stalled(value) else 0
+            if self.streaks[key] == self.steps:
+                log.warning("%s has been %g for %d steps in a row (steps %d-%d): the policy learns nothing; %s",
+                            key, value, self.steps, step - self.steps + 1, step, advice)
+                warned.append(key)
+        return warned
+
+
+def _json_number(x) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None  # NaN (a reward said "not applicable") -> null
+
+
+def completion_rows(step: int, prompts: list[str], completions: list[str], total: np.ndarray,
+                    parts: dict[str, np.ndarray], k: int) -> list[dict]:
+    """`k` of a step's completions, spread over its prompts, as {step, prompt, completion, reward, rewards}."""
+    n = len(completions)
+    if k <= 0 or n == 0:
+        return []
+    picked = range(0, n, max(1, n // k))[:k]  # the first of every (n // k)-th: different prompts first
+    return [{"step": int(step), "prompt": prompts[i], "completion": completions[i], "reward": _json_number(total[i]),
+             "rewards": {name: _json_number(values[i]) for name, values in parts.items()}} for i in picked]
+
+
+class CompletionLog:
+    """WORKDIR/completions.jsonl, append-only (process 0 only). Opening it drops the rows after
+    `start_step`: a resumed run logs those steps again, so they would otherwise appear twice."""
+
+    def __init__(self, workdir: str, start_step: int):
+        self.path = os.path.join(workdir, COMPLETIONS_FILE)
+        if os.path.exists(self.path):
+            kept = [r for r in read_jsonl(self.path)
+                    if isinstance(r, dict) and isinstance(r.get("step"), int) and r["step"] <= start_step]
+            write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+
+    def write(self, rows: list[dict]) -> None:
+        if rows:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write("".join(json.dumps(r) + "\n" for r in rows))
+
+
 def check_rl_config(config, algorithm, par: Parallel | None) -> int:
     """Fail before any work on batch shapes that cannot work; returns the minibatch size."""
     rc = config.rl
@@ -180,6 +259,8 @@ def run_rl(config, workdir: str, inputs: RLInputs) -> tuple[dict, dict]:
 
         if tc.eval_at_start and run.start_step == 0:
             do_eval(0)
+        completion_log = CompletionLog(workdir, run.start_step) if run.is_main else None
+        stalls = StallWatch()
         metrics: dict[str, float] = {}
         for step in range(run.start_step + 1, tc.steps + 1):
             t0 = time.time()
@@ -213,8 +294,12 @@ def run_rl(config, workdir: str, inputs: RLInputs) -> tuple[dict, dict]:
                 metrics["train/kl_coef"] = float(kl.value)
             metrics["train/time/step_s"] = time.time() - t0
             run.check_finite({"loss": metrics["train/loss"], "grad_norm": metrics["train/grad_norm"]}, step)
+            stalls.update(step, metrics)
             if step % tc.log_every == 0 or step == tc.steps:
                 run.log(step, metrics)
+                if completion_log is not None:
+                    completion_log.write(completion_rows(step, [rows[i]["prompt"] for i in samples.prompt_index],
+                                                         samples.texts, total, parts, rc.log_completions))
             run.progress(reward=f"{metrics['train/reward']:.3f}")
 
             if run.end_step(step, {}, do_eval):  # eval when due; early stop, SIGTERM, checkpoint

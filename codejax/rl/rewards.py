@@ -21,22 +21,33 @@ A reward function has TRL's signature:
     total = combine_rewards({"unit_tests": r, "format": f}, {"format": 0.1}, mode="sum")
 
 Built-ins: unit_tests, syntax_valid, bandit_clean, format. Register your own with
-`@register_reward("name")`.
+`@register_reward("name")` in a module of yours, and name that module in `rl.reward_modules`
+(an importable name or a .py path): the RL jobs import it (`import_reward_modules`) before
+they look up `rl.rewards`.
+
+The rewards that run or read code (unit_tests, syntax_valid, bandit_clean) take a `chat`
+setting: with `chat=True` (the RL jobs bind `rl.chat`) a completion is a chat answer and its
+code is the fenced block (codejax.evaluation.extract_code, as the eval job reads answers).
 """
 from __future__ import annotations
 
 import ast
 import functools
+import hashlib
+import importlib
+import importlib.util
 import inspect
 import logging
 import numbers
 import os
 import re
+import sys
 import warnings
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from codejax.evaluation.benchmarks import extract_code
 from codejax.sandbox import Limits, Program, Status, run_programs
 
 log = logging.getLogger(__name__)
@@ -62,7 +73,56 @@ def get_reward(name: str) -> RewardFn:
     try:
         return REWARDS[name]
     except KeyError:
-        raise ValueError(f"unknown reward {name!r}; registered: {sorted(REWARDS)}") from None
+        raise ValueError(f"unknown reward {name!r}; registered: {sorted(REWARDS)} (a reward of your own: "
+                         "@register_reward it in a module named in rl.reward_modules)") from None
+
+
+def _is_path(name: str) -> bool:
+    return name.endswith(".py") or "/" in name or os.sep in name
+
+
+def _import_file(path: str):
+    """A .py file as a module, once per file: a second import would register its rewards twice."""
+    path = os.path.abspath(path)
+    stem = re.sub(r"\W", "_", os.path.splitext(os.path.basename(path))[0])
+    # Named after the file and its place, so two files called rewards.py do not collide.
+    name = f"codejax_reward_module_{stem}_{hashlib.sha256(path.encode()).hexdigest()[:8]}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # before exec, as `import` does (dataclasses and pickling look it up)
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def import_reward_modules(names: str, field: str = "rl.reward_modules") -> list[str]:
+    """Import the comma-separated modules in `names` (importable names or .py file paths), so the
+    rewards they register with @register_reward can be named in rl.rewards; returns the module names.
+    A module that fails to import is a one-line ValueError naming `field` and the module."""
+    imported = []
+    for name in (n.strip() for n in names.split(",")):
+        if not name:
+            continue
+        if _is_path(name) and not os.path.isfile(name):
+            raise ValueError(f"{field}: no file {os.path.abspath(name)!r}; give an existing .py path or a module name")
+        try:
+            module = _import_file(name) if _is_path(name) else importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name.split(".")[0] and e.name != name:
+                raise ValueError(f"{field}: importing {name!r} failed: {e}; install that package") from e
+            raise ValueError(f"{field}: no module {name!r} on sys.path; run from its folder, add that folder "
+                             "to PYTHONPATH, or give the module's .py path") from e
+        except Exception as e:  # noqa: BLE001 - whatever the user's module raises is reported alike
+            first = (str(e).splitlines() or [""])[0]
+            raise ValueError(f"{field}: importing {name!r} failed: {type(e).__name__}: {first}; "
+                             "fix the module") from e
+        imported.append(module.__name__)
+    return imported
 
 
 def bind_settings(fn: RewardFn, **settings) -> RewardFn:
@@ -126,6 +186,12 @@ def _text(completion) -> str:
     raise TypeError(f"a completion must be a string or a list of chat messages, got {type(completion).__name__}")
 
 
+def _code(completion, chat: bool) -> str:
+    """The code a completion amounts to: its text, or with `chat` the fenced block of the answer."""
+    text = _text(completion)
+    return extract_code(text) if chat else text
+
+
 def _column(name: str, value, n: int, default=None) -> list:
     """A column aligned with n completions; None -> default per row, a scalar -> every row."""
     if value is None:
@@ -186,12 +252,13 @@ def _test_blocks(row_tests, entry_point, setup: str, row: int) -> list[str]:
 @register_reward("unit_tests")
 def unit_tests(prompts, completions, *, tests=None, code_prefix=None, setup=None, entry_point=None,
                sandbox_timeout_s=None, workers: int | None = None, memory_mb: int = 1024,
-               default_timeout_s: float = 5.0, sandbox_options: dict | None = None, **_):
+               default_timeout_s: float = 5.0, sandbox_options: dict | None = None, chat: bool = False, **_):
     """Fraction of the row's tests that pass when the code runs in codejax.sandbox.
 
     The code is `code_prefix[i] + completion` (code_prefix defaults to ""). In completion mode
-    the policy continues a function signature: put that signature (usually the prompt itself)
-    in `code_prefix`. In chat mode extract the code block first, with no prefix.
+    the policy continues a function signature: that signature (usually the prompt itself) goes
+    in `code_prefix`; the RL jobs default a missing code_prefix to the prompt (RewardSpec). With
+    `chat=True` the completion is a chat answer and only its fenced code block is run.
 
     Columns:
       tests              a list of assert strings (MBPP's test_list): each runs as its own
@@ -203,10 +270,10 @@ def unit_tests(prompts, completions, *, tests=None, code_prefix=None, setup=None
       entry_point        optional; see tests
       sandbox_timeout_s  optional wall-clock limit per program (default `default_timeout_s`)
 
-    Settings (bound with functools.partial; the RL jobs bind rl.sandbox_workers and
-    rl.sandbox_timeout_s): `workers` (None: the CPU count), `memory_mb` per program,
-    `default_timeout_s`, and `sandbox_options` (more run_programs arguments, e.g.
-    {"site_packages": True} for numpy).
+    Settings (bound with functools.partial; the RL jobs bind rl.sandbox_workers,
+    rl.sandbox_timeout_s and rl.chat): `workers` (None: the CPU count), `memory_mb` per program,
+    `default_timeout_s`, `sandbox_options` (more run_programs arguments, e.g.
+    {"site_packages": True} for numpy) and `chat`.
 
     A program passes only if its test runs to the end (the sandbox's token check), so printing
     "True", exiting early or killing the process cannot pass. An empty completion or code that
@@ -232,7 +299,7 @@ def unit_tests(prompts, completions, *, tests=None, code_prefix=None, setup=None
         blocks = _test_blocks(tests[i], entry_points[i], setups[i], i)
         if not blocks:
             continue
-        completion = _text(completion)
+        completion = _code(completion, chat)
         code = prefixes[i] + completion
         if setups[i]:  # the setup (imports, fixtures) runs in the program process too, as MBPP's does
             code = setups[i] + "\n" + code
@@ -267,10 +334,10 @@ def unit_tests(prompts, completions, *, tests=None, code_prefix=None, setup=None
 
 
 @register_reward("syntax_valid")
-def syntax_valid(prompts, completions, *, code_prefix=None, **_):
-    """1.0 if `code_prefix + completion` parses (ast.parse), else 0.0."""
+def syntax_valid(prompts, completions, *, code_prefix=None, chat: bool = False, **_):
+    """1.0 if `code_prefix + completion` parses (ast.parse), else 0.0 (`chat`: see unit_tests)."""
     prefixes = _column("code_prefix", code_prefix, len(completions), "")
-    return [1.0 if _parses(p + _text(c)) else 0.0 for p, c in zip(prefixes, completions)]
+    return [1.0 if _parses(p + _code(c, chat)) else 0.0 for p, c in zip(prefixes, completions)]
 
 
 _SEVERITIES = ("low", "medium", "high")
@@ -278,13 +345,13 @@ _SEVERITIES = ("low", "medium", "high")
 
 @register_reward("bandit_clean")
 def bandit_clean(prompts, completions, *, code_prefix=None, min_severity: str = "medium",
-                 workers: int | None = None, **_):
+                 workers: int | None = None, chat: bool = False, **_):
     """1.0 if bandit finds nothing of severity >= min_severity in the completion's lines, else 0.0.
 
     Bandit reads `code_prefix + completion` (it needs the whole module) but findings on the
     prefix's lines are not the model's and do not count (codejax.evaluation.quality's rules:
     --ignore-nosec, B101 skipped). None where the code does not parse. One bandit process per
-    2,000 completions.
+    2,000 completions. `chat`: see unit_tests.
     """
     from codejax.evaluation import quality
     if min_severity.lower() not in _SEVERITIES:
@@ -293,7 +360,7 @@ def bandit_clean(prompts, completions, *, code_prefix=None, min_severity: str = 
     prefixes = _column("code_prefix", code_prefix, len(completions), "")
     codes, first_lines = {}, {}
     for i, (prefix, completion) in enumerate(zip(prefixes, completions)):
-        code = prefix + _text(completion)
+        code = prefix + _code(completion, chat)
         if _parses(code):
             codes[i], first_lines[i] = code, quality._first_model_line(code, len(prefix))
     findings = quality._bandit(codes, first_lines, workers or os.cpu_count() or 1)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from codejax.rl.rewards import as_array, bind_settings, combine_rewards, get_reward
+from codejax.rl.rewards import as_array, bind_settings, combine_rewards, get_reward, import_reward_modules
 
 log = logging.getLogger(__name__)
 
@@ -51,32 +51,51 @@ def rollout_batch(prompt_ids: Sequence[Sequence[int]], completions: Sequence[Seq
 
 @dataclasses.dataclass
 class RewardSpec:
-    """Named reward functions with weights, how they combine, and the missing-EOS penalty."""
+    """Named reward functions with weights, how they combine, and the missing-EOS penalty.
+
+    `chat` says what a completion is. In completion mode (False) the policy continues the prompt,
+    so the program is prompt + completion: a row without a `code_prefix` gets the prompt as its
+    code_prefix (without it the code rewards ran the completion alone, which rarely even parses).
+    In chat mode the code rewards read the answer's fenced block instead (their `chat` setting).
+    """
 
     fns: dict[str, Callable]
     weights: dict[str, float]
     ensemble: str = "sum"
     missing_eos_penalty: float = 0.0
+    chat: bool = False
 
     @classmethod
     def from_config(cls, rc, extra: dict[str, Callable] | None = None) -> "RewardSpec":
-        """The registered rewards named in rl.rewards, with rl's sandbox settings bound to those taking them."""
+        """The registered rewards named in rl.rewards (after importing rl.reward_modules), with rl's
+        sandbox settings and rl.chat bound to those taking them."""
+        # .get: a hand-built rl section (tests, notebooks) may lack the newer fields.
+        chat = bool(rc.get("chat", False))
+        import_reward_modules(rc.get("reward_modules", ""))
         names = [n.strip() for n in rc.rewards.split(",") if n.strip()]
         weights = [float(w) for w in rc.reward_weights.split(",") if w.strip()] or [1.0] * len(names)
         if len(weights) != len(names):
             raise ValueError(f"rl.reward_weights has {len(weights)} values for {len(names)} rl.rewards ({names})")
-        settings = {"workers": rc.sandbox_workers or None, "default_timeout_s": rc.sandbox_timeout_s}
+        settings = {"workers": rc.sandbox_workers or None, "default_timeout_s": rc.sandbox_timeout_s, "chat": chat}
         fns = {name: bind_settings(get_reward(name), **settings) for name in names}
         weights = dict(zip(names, weights))
         for name, fn in (extra or {}).items():
             fns[name], weights[name] = fn, 1.0
         if not fns:
             raise ValueError("no rewards: set rl.rewards (e.g. 'unit_tests') and/or rl.reward_model")
-        return cls(fns, weights, rc.ensemble, rc.missing_eos_penalty)
+        return cls(fns, weights, rc.ensemble, rc.missing_eos_penalty, chat)
+
+    def reward_columns(self, prompts: list[str], columns: dict[str, list]) -> dict[str, list]:
+        """The columns the functions receive: in completion mode code_prefix defaults to the prompt, per row."""
+        if self.chat:
+            return columns
+        prefixes = columns.get("code_prefix") or [None] * len(prompts)
+        return {**columns, "code_prefix": [p if c is None else c for p, c in zip(prompts, prefixes)]}
 
     def __call__(self, prompts: list[str], completions: list[str], columns: dict[str, list],
                  finish_reasons: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(total [N], {name: raw [N]}) with NaN where a function said None."""
+        columns = self.reward_columns(prompts, columns)
         parts = {name: as_array(fn(prompts, completions, **columns)) for name, fn in self.fns.items()}
         total = combine_rewards(parts, self.weights, mode=self.ensemble)
         truncated = np.asarray([r == "length" for r in finish_reasons])

@@ -257,3 +257,118 @@ def test_user_registered_reward_works_through_the_registry():
         np.testing.assert_array_equal(combined, [0.5, 0.0, 0.0])
     finally:
         REWARDS.pop("test_mentions_entry_point", None)
+
+
+# ------------------------------------------------------------------ what the code rewards run (issue 15, item 12)
+
+def _rl_section(**fields):
+    from codejax.config import base_config
+    rc = base_config().rl
+    for key, value in fields.items():
+        setattr(rc, key, value)
+    return rc
+
+
+def _recording_sandbox(monkeypatch):
+    """The programs unit_tests sends, each passing when it defines add correctly."""
+    calls = []
+    monkeypatch.setattr(rw, "run_programs", _fake_sandbox(calls))
+    return lambda: [p.code for progs, _ in calls for p in progs]
+
+
+CHAT_ANSWER = "Here it is:\n```python\ndef add(a, b):\n    return a + b\n```\nIt adds."
+
+
+def test_chat_setting_runs_the_fenced_block(monkeypatch):
+    codes = _recording_sandbox(monkeypatch)
+    assert rw.unit_tests(["Write add."], [CHAT_ANSWER], tests=[ADD_TESTS]) == [0.0]  # prose does not compile
+    assert codes() == []
+    assert rw.unit_tests(["Write add."], [CHAT_ANSWER], tests=[ADD_TESTS], chat=True) == [1.0]
+    assert set(codes()) == {"def add(a, b):\n    return a + b"}
+    assert get_reward("syntax_valid")(["p"], [CHAT_ANSWER], chat=True) == [1.0]
+    assert get_reward("syntax_valid")(["p"], [CHAT_ANSWER]) == [0.0]
+
+
+def test_reward_spec_completion_mode_defaults_code_prefix_to_the_prompt(monkeypatch):
+    codes = _recording_sandbox(monkeypatch)
+    from codejax.rl.rollout import RewardSpec
+    spec = RewardSpec.from_config(_rl_section(rewards="unit_tests"))
+    prompts = [SIGNATURE, SIGNATURE, "unused prompt\n"]
+    total, parts = spec(prompts, ["    return a + b\n", "    return a + b\n", "    return a + b\n"],
+                        {"tests": [ADD_TESTS] * 3, "code_prefix": [None, None, SIGNATURE]}, ["eos"] * 3)
+    np.testing.assert_array_equal(parts["unit_tests"], [1.0, 1.0, 1.0])
+    assert set(codes()) == {SIGNATURE + "    return a + b\n"}  # a given code_prefix wins over the prompt
+    # No code_prefix column at all (the README says it is optional): still prompt + completion.
+    total, _ = spec([SIGNATURE], ["    return a + b\n"], {"tests": [ADD_TESTS]}, ["eos"])
+    np.testing.assert_array_equal(total, [1.0])
+
+
+def test_reward_spec_chat_mode_extracts_the_code_and_adds_no_prompt(monkeypatch):
+    codes = _recording_sandbox(monkeypatch)
+    from codejax.rl.rollout import RewardSpec
+    spec = RewardSpec.from_config(_rl_section(rewards="unit_tests,format", chat=True))
+    total, parts = spec(["Write add."], [CHAT_ANSWER], {"tests": [ADD_TESTS]}, ["eos"])
+    np.testing.assert_array_equal(parts["unit_tests"], [1.0])
+    np.testing.assert_array_equal(parts["format"], [1.0])  # format still reads the whole answer
+    assert set(codes()) == {"def add(a, b):\n    return a + b"}
+
+
+# ------------------------------------------------------------------ rl.reward_modules
+
+USER_MODULE = '''
+from codejax.rl.rewards import register_reward
+
+
+@register_reward("{name}")
+def length_reward(prompts, completions, **_):
+    return [float(len(c)) for c in completions]
+'''
+
+
+@pytest.fixture()
+def user_reward(tmp_path):
+    """A reward module file registering a reward; its registration is undone afterwards."""
+    name = f"test_user_len_{tmp_path.name}"
+    path = tmp_path / "my_rewards.py"
+    path.write_text(USER_MODULE.format(name=name))
+    yield name, path
+    REWARDS.pop(name, None)
+    for key in [k for k, m in sys.modules.items() if getattr(m, "__file__", None) == str(path)]:
+        del sys.modules[key]
+
+
+def test_reward_module_from_a_path_registers_its_rewards(user_reward):
+    from codejax.rl.rollout import RewardSpec
+    name, path = user_reward
+    with pytest.raises(ValueError, match=rf"unknown reward '{name}'.*rl.reward_modules"):
+        RewardSpec.from_config(_rl_section(rewards=name))
+    rc = _rl_section(rewards=name, reward_modules=f" {path} ")
+    spec = RewardSpec.from_config(rc)
+    _, parts = spec(["p", "p"], ["ab", "abcd"], {}, ["eos", "eos"])
+    np.testing.assert_array_equal(parts[name], [2.0, 4.0])
+    RewardSpec.from_config(rc)  # imported once: a second job in this process does not re-register
+
+
+def test_reward_module_by_name(user_reward, monkeypatch):
+    name, path = user_reward
+    monkeypatch.syspath_prepend(str(path.parent))
+    assert rw.import_reward_modules("json, my_rewards") == ["json", "my_rewards"]
+    assert name in REWARDS
+
+
+@pytest.mark.parametrize("source,spec,match", [
+    (None, "codejax_no_such_reward_module", r"rl.reward_modules: no module 'codejax_no_such_reward_module' on sys.path"),
+    (None, "missing/rewards.py", r"rl.reward_modules: no file '.*missing/rewards.py'"),
+    ("def f(:\n", "{path}", r"rl.reward_modules: importing '.*broken.py' failed: SyntaxError"),
+    ("import codejax_no_such_dependency\n", "{path}",
+     r"importing '.*broken.py' failed: No module named 'codejax_no_such_dependency'; install"),
+    ("raise RuntimeError('needs an API key\\nsecond line')\n", "{path}",
+     r"failed: RuntimeError: needs an API key; fix the module$"),
+])
+def test_reward_module_that_fails_is_a_one_line_error(tmp_path, source, spec, match):
+    path = tmp_path / "broken.py"
+    if source is not None:
+        path.write_text(source)
+    with pytest.raises(ValueError, match=match) as err:
+        rw.import_reward_modules(spec.format(path=path))
+    assert "\n" not in str(err.value)

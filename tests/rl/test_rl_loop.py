@@ -73,3 +73,25 @@ def test_rl_sigterm_saves_a_checkpoint_and_stops(arith_dir, tmp_path):
     resumed = get_job("grpo")(config, str(tmp_path))
     assert resumed["steps"] == summary["steps"] + 1 and resumed["stop_reason"] == "completed"
     assert [r["step"] for r in read_metrics(str(metrics)) if "train/reward" in r][-1] == resumed["steps"]
+
+
+def test_rl_logs_completions_without_duplicates_on_resume_and_plots_rewards(arith_dir, tmp_path):
+    config = _config(arith_dir, **{"train.steps": 2, "train.eval_every": 0, "train.checkpoint_every": 1,
+                                   "train.eval_at_start": True, "rl.log_completions": 3})
+    get_job("grpo")(config, str(tmp_path))
+    path = tmp_path / "completions.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 1, 1, 2, 2, 2]
+    assert set(rows[0]) == {"step", "prompt", "completion", "reward", "rewards"}
+    assert set(rows[0]["rewards"]) == {"unit_tests"} and rows[0]["prompt"].startswith("def f(")
+    # A crash after logging step 3 but before its checkpoint: the rerun logs step 3 again, once.
+    with path.open("a") as f:
+        f.write(json.dumps({**rows[-1], "step": 3, "completion": "lost work"}) + "\n")
+    config.train.steps = 3
+    get_job("grpo")(config, str(tmp_path))
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert "lost work" not in path.read_text()
+    # GRPO's plots: the reward curves (train and the eval at start), not the LM loss/perplexity set.
+    assert sorted(p.name for p in (tmp_path / "plots").glob("*.png")) == [
+        "clip_fraction.png", "completion_length.png", "kl.png", "learning_rate.png", "reward.png"]
