@@ -102,6 +102,16 @@ def train_section() -> Section:
         # Resume with changed settings of the "allowed" class (lr, schedule, RL sampling; see
         # codejax/train/config_diff.py); the model, data, PEFT and job can never change in a workdir.
         allow_config_change=False,
+        # Experiment tracking (codejax/train/tracking.py). TensorBoard always: WORKDIR/tensorboard, with the
+        # config as HParams and the summary at the end. Weights & Biases when wandb_project is set
+        # (pip install 'codejax[wandb]'); a resumed run continues the same W&B run (WORKDIR/wandb_run_id).
+        wandb_project="",  # '' = no W&B
+        wandb_entity="",  # '' = your default entity
+        # online | offline | disabled. offline needs no network: the run stays in WANDB_DIR/wandb/offline-run-*
+        # and `wandb sync <that dir>` uploads it later (the API key comes from `wandb login` or WANDB_API_KEY)
+        wandb_mode="online",
+        wandb_run_name="",  # '' = the workdir's name
+        wandb_dir="",  # W&B's files go in WANDB_DIR/wandb; '' = WORKDIR, so an offline run lives in WORKDIR/wandb
     ))
 
 
@@ -265,13 +275,6 @@ def make_tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if c.peft.method != "none":
         c.optim.lr = PEFT_METHODS[c.peft.method].tiny_lr
         c.peft.num_virtual_tokens = 8
-    return c
-
-
-def make_tiny_sft(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """`:tiny` for instruction data: 256 positions, since the Alpaca template alone takes ~50 tokens."""
-    make_tiny(c)
-    c.data.seq_len = 256
     return c
 
 

@@ -59,6 +59,14 @@ def set_console(level: int) -> None:
     absl_logging.set_verbosity(absl_logging.WARNING)
     for noisy in ("absl", "jax", "orbax", "tensorstore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_not_orbax)
+
+
+def _not_orbax(record: logging.LogRecord) -> bool:
+    """Orbax logs through absl, and a failed background save as pages of ERROR tracebacks; codejax
+    reports checkpoint failures itself, in one line (codejax/train/checkpoint.py)."""
+    return "/orbax/" not in record.pathname.replace("\\", "/") or record.levelno >= logging.CRITICAL
 
 
 def one_line(err: BaseException | str) -> str:
@@ -112,7 +120,7 @@ def main(argv) -> None:
     SIGNALS.exit_on_second = True
     try:
         if _DRY_RUN.value:
-            from codejax.train.console import print_plan
+            from codejax.setup.plan import print_plan
             print(json.dumps(print_plan(config, workdir), indent=2, default=str))
             return
         summary = get_job(config.job)(config, workdir)

@@ -8,7 +8,7 @@
 Variants: '' (defaults for a real model), 'tiny' (CPU/Colab, under a minute), and a PEFT
 method ('lora', 'qlora', ..., also 'lora,tiny'): the method's settings of configs/sft_peft.py.
 """
-from codejax.config import apply_variants, base_config, bfloat16, make_tiny_sft, peft_sft
+from codejax.config import apply_variants, base_config, bfloat16, make_tiny, peft_sft
 
 VARIANTS = ["", "tiny", "lora", "lora,tiny", "qlora,tiny"]
 
@@ -21,4 +21,4 @@ def get_config(arg=None):
     c.optim.warmup_steps = 50
     c.optim.weight_decay = 0.0
     c.train.steps = 1000
-    return apply_variants(c, arg, __file__, tiny=make_tiny_sft, real=bfloat16, peft=peft_sft)
+    return apply_variants(c, arg, __file__, tiny=make_tiny, real=bfloat16, peft=peft_sft)

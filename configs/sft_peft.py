@@ -10,7 +10,7 @@ Variants: '' (LoRA r=16 on every linear layer of a real model), 'tiny', and '<me
 Checkpoints hold the adapter only; WORKDIR/adapter is an HF PEFT adapter
 directory (for lora, qlora, dora, ia3, prompt) that `peft.PeftModel.from_pretrained` loads.
 """
-from codejax.config import PEFT_VARIANTS, apply_variants, base_config, bfloat16, make_tiny_sft, peft_sft
+from codejax.config import PEFT_VARIANTS, apply_variants, base_config, bfloat16, make_tiny, peft_sft
 
 ALIASES = {f"{m}_tiny": f"{m},tiny" for m in PEFT_VARIANTS}
 VARIANTS = ["", "tiny"] + [m for m in PEFT_VARIANTS if m != "lora"] + sorted(ALIASES) + sorted(ALIASES.values())
@@ -23,5 +23,5 @@ def get_config(arg=None):
     c.optim.weight_decay = 0.0
     c.optim.warmup_steps = 50
     c.train.steps = 1000
-    return apply_variants(c, arg, __file__, tiny=make_tiny_sft, real=bfloat16, peft=peft_sft, peft_default="lora",
+    return apply_variants(c, arg, __file__, tiny=make_tiny, real=bfloat16, peft=peft_sft, peft_default="lora",
                           aliases=ALIASES)

@@ -25,6 +25,15 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: end-to-end jobs and learning evidence (deselect with -m 'not slow')")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def builtin_cache(tmp_path_factory):
+    """The built-in tokenizer and data (codejax/data/builtin.py) live in this run's temp tree, shared by the
+    xdist workers (its parent folder), never in the user's ~/.cache. Subprocesses inherit it."""
+    path = tmp_path_factory.getbasetemp().parent / "codejax_cache"
+    os.environ["CODEJAX_CACHE"] = str(path)
+    return path
+
+
 MBPP_ROWS = [
     {"task_id": 11,
      "text": "Write a python function to remove first and last occurrence of a given character from the string.",

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from codejax.data import errors, sources
-from codejax.data.builtin import resolve_train_paths
+from codejax.data.builtin import BUILTIN
 from codejax.data.errors import DataError, SkipPolicy
 from codejax.data.formats import encode_texts, parse_messages, require_string
 from codejax.data.packing import ROW_KEYS, pad_row, padding_row, to_training_row
@@ -325,11 +325,13 @@ def pair_datasets_from_config(config, tokenizer, *, shift: bool, extra=None) -> 
     if not dc.train_paths:
         raise ValueError("data.train_paths is empty: give preference rows ({prompt, chosen, rejected} JSONL, ...) "
                          "(or data.train_paths=builtin for codejax's small built-in pairs)")
+    if dc.train_paths == BUILTIN:
+        raise ValueError("data.train_paths='builtin' is resolved by the job runner (codejax.jobs.get_job); in your "
+                         "own code pass config through codejax.builtin.resolve_builtin_data(config, 'pairs') first")
     eval_paths = sources.split_paths(dc.eval_paths) or None
     fields = PreferenceFields(pc.prompt_field, pc.chosen_field, pc.rejected_field, pc.margin_field)
-    train_paths = resolve_train_paths(dc.train_paths, "pairs")
     return build_pair_datasets(
-        tokenizer=tokenizer, train_paths=sources.split_paths(train_paths), eval_paths=eval_paths,
+        tokenizer=tokenizer, train_paths=sources.split_paths(dc.train_paths), eval_paths=eval_paths,
         seq_len=dc.seq_len, batch_size=dc.batch_size, eval_batch_size=dc.eval_batch_size or None,
         eval_fraction=0.0 if eval_paths else dc.eval_fraction, seed=config.seed, shuffle=dc.shuffle,
         max_prompt_len=pc.max_prompt_len, skip_bad_rows=dc.skip_bad_rows, fields=fields, shift=shift,

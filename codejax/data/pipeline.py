@@ -45,7 +45,7 @@ import grain
 import numpy as np
 
 from codejax.data import sources
-from codejax.data.builtin import resolve_train_paths
+from codejax.data.builtin import BUILTIN
 from codejax.data.errors import DataError, SkipPolicy
 from codejax.data.examples import OVERLENGTH_POLICIES, TokenizedExamples, fit_to_seq_len, split_eval
 from codejax.data.formats import FormatSpec, parse_row, tokenize_parsed
@@ -273,10 +273,12 @@ def datasets_from_config(config, tokenizer) -> Datasets:
     if not dc.train_paths:
         raise ValueError("data.train_paths is empty: give local JSONL/JSON/parquet files or a saved HF dataset "
                          "(or data.train_paths=builtin for codejax's small built-in set)")
+    if dc.train_paths == BUILTIN:
+        raise ValueError("data.train_paths='builtin' is resolved by the job runner (codejax.jobs.get_job); in your "
+                         "own code pass config through codejax.builtin.resolve_builtin_data(config) first")
     eval_paths = sources.split_paths(dc.eval_paths) or None
-    train_paths = resolve_train_paths(dc.train_paths, dc.format)
     return build_datasets(
-        tokenizer=tokenizer, train_paths=sources.split_paths(train_paths), eval_paths=eval_paths,
+        tokenizer=tokenizer, train_paths=sources.split_paths(dc.train_paths), eval_paths=eval_paths,
         fmt=dc.format, seq_len=dc.seq_len, batch_size=dc.batch_size, eval_batch_size=dc.eval_batch_size or None,
         eval_fraction=0.0 if eval_paths else dc.eval_fraction, seed=config.seed, shuffle=dc.shuffle,
         num_epochs=dc.num_epochs or None, pack=dc.pack, overlength=dc.overlength,

@@ -2,7 +2,8 @@
 
 `get_job` returns it wrapped in the guard every job runs under (codejax/train/guard.py): the
 workdir lock, the check of the new config against the workdir's config.json, and SIGINT /
-SIGTERM handling from start-up to the final write.
+SIGTERM handling from start-up to the final write. Before that, data.train_paths='builtin' becomes
+the built-in rows' file for the jobs that read training data.
 
 Jobs register themselves on import; `get_job` imports the job modules lazily so
 `python -m codejax.main` only pays for the job it runs. A job module imports no other job
@@ -32,6 +33,10 @@ _JOB_MODULES = {
     "ppo": "codejax.jobs.rl",
 }
 
+# Jobs that read data.train_paths -> the built-in rows they get for 'builtin' (codejax/builtin):
+# None = the rows for data.format.
+_BUILTIN_ROWS = {"pretrain": None, "sft": None, "reward": "pairs", "dpo": "pairs"}
+
 
 def register(name: str) -> Callable[[JobFn], JobFn]:
     def wrap(fn: JobFn) -> JobFn:
@@ -46,4 +51,12 @@ def get_job(name: str) -> JobFn:
     if name not in JOBS:
         raise ValueError(f"config.job={name!r} is not a registered job; known jobs: {sorted(_JOB_MODULES)}")
     from codejax.train.guard import run_guarded
-    return functools.wraps(JOBS[name])(functools.partial(run_guarded, JOBS[name]))
+    job = functools.partial(run_guarded, JOBS[name])
+    if name in _BUILTIN_ROWS:
+        job = functools.partial(_with_builtin_rows, job, _BUILTIN_ROWS[name])
+    return functools.wraps(JOBS[name])(job)
+
+
+def _with_builtin_rows(job: JobFn, kind: str | None, config, workdir: str) -> dict:
+    from codejax.builtin import resolve_builtin_data
+    return job(resolve_builtin_data(config, kind), workdir)

@@ -305,8 +305,9 @@ def run_rl(config, workdir: str, inputs: RLInputs) -> tuple[dict, dict]:
             if run.end_step(step, {}, do_eval):  # eval when due; early stop, SIGTERM, checkpoint
                 break
 
-        if run.completed:
+        if run.needs_final_eval:
             do_eval(run.step)
+        if run.completed:
             run.save_final({})
         summary = run.close({"algorithm": algorithm.name, "last_train": metrics,
                              "prompts": {"train": len(inputs.train_prompts), "eval": len(inputs.eval_prompts)}})

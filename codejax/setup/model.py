@@ -156,7 +156,8 @@ _OVERRIDABLE_PATHS = (("model", "hf_path"), ("tokenizer", "path"))
 def with_run_config(config, run_dir: str):
     """A copy of `config` whose model, tokenizer, peft and seed come from the run's config.json.
 
-    A non-empty model.hf_path or tokenizer.path in `config` wins (for a base model that moved)."""
+    A non-empty model.hf_path or tokenizer.path in `config` wins (for a base model that moved), except
+    tokenizer.path='builtin', the `:tiny` variants' default."""
     config = config.copy_and_resolve_references()
     path = os.path.join(run_dir, "config.json")
     if not os.path.exists(path):
@@ -172,7 +173,7 @@ def with_run_config(config, run_dir: str):
             if key in target:
                 setattr(target, key, value)
     for (section, key), value in keep.items():
-        if value:
+        if value and value != BUILTIN:  # the `:tiny` default is not a choice: the run's tokenizer wins
             setattr(getattr(config, section), key, value)
     if "seed" in run:
         config.seed = run["seed"]  # a random (PEFT) base is rebuilt from the run's seed

@@ -1,4 +1,4 @@
-"""Metric sinks for a workdir: metrics.jsonl, TensorBoard event files and PNG plots.
+"""Metric sinks for a workdir: metrics.jsonl, the experiment trackers (TensorBoard, W&B) and PNG plots.
 
 metrics.jsonl holds one JSON object per logged step ({"step": n, "train/loss": ...});
 it is the source of truth that plots and resumption read back. On resume the
@@ -18,8 +18,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: CI, TPU VMs and Colab all lack a display
 import matplotlib.pyplot as plt  # noqa: E402
-from tensorboardX import SummaryWriter  # noqa: E402
 
+from codejax.train.tracking import trackers_for  # noqa: E402
 from codejax.train.workdir import read_jsonl, write_text  # noqa: E402
 
 
@@ -32,30 +32,48 @@ def _plain(value: Any) -> Any:
 
 
 class MetricsWriter:
-    """Appends metrics to metrics.jsonl and TensorBoard. Only process 0 should write.
+    """Appends metrics to metrics.jsonl and hands each row to the experiment trackers
+    (codejax/train/tracking.py: TensorBoard always, W&B when train.wandb_project is set).
+    Only process 0 should write.
 
-    `config` (the run's ConfigDict) and `close(summary)` are there for the experiment trackers
-    (the run's settings and final figures)."""
+    `config` (the run's ConfigDict) picks the trackers and is what they record as the run's
+    settings; `close(summary)` gives them the final figures. `resume_step`: None appends to
+    what is there, -1 starts afresh (every row dropped), n >= 0 resumes after step n."""
 
     def __init__(self, workdir: str, resume_step: int | None = None, config=None):
         self.path = os.path.join(workdir, "metrics.jsonl")
         os.makedirs(workdir, exist_ok=True)
         if resume_step is not None:
             truncate_after(self.path, resume_step)
-        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
         self.config = config
+        self.trackers = []
+        try:
+            for tracker in trackers_for(config):
+                tracker.start(config, workdir, resume_step)
+                self.trackers.append(tracker)
+        except BaseException:
+            self.close()  # a tracker that cannot start must not leave the others' files open
+            raise
 
     def write(self, step: int, metrics: dict[str, Any]) -> None:
         row = {"step": int(step), **{k: _plain(v) for k, v in metrics.items()}}
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
-        for key, value in row.items():
-            if key != "step" and isinstance(value, float):
-                self._tb.add_scalar(key, value, int(step))
+        numbers = {k: v for k, v in row.items() if k != "step" and isinstance(v, float)}
+        for tracker in self.trackers:
+            tracker.log(int(step), numbers)
 
     def close(self, summary: dict | None = None) -> None:
-        del summary
-        self._tb.close()
+        """Finish every tracker, even when one fails (the first failure is raised after)."""
+        error = None
+        for tracker in self.trackers:
+            try:
+                tracker.finish(summary)
+            except Exception as e:  # noqa: BLE001
+                error = error or e
+        self.trackers = []
+        if error is not None:
+            raise error
 
 
 def read_metrics(path: str) -> list[dict[str, Any]]:
