@@ -46,5 +46,6 @@ setup(
     packages=find_packages(include=["codejax", "codejax.*"]),
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": TEST_REQUIRES, "bench": TEST_REQUIRES + ["trl>=1.16"]},
+    extras_require={"test": TEST_REQUIRES, "bench": TEST_REQUIRES + ["trl>=1.16"],
+                    "wandb": ["wandb>=0.17"]},  # train.wandb_project (codejax/train/tracking.py)
 )

@@ -26,6 +26,7 @@ generates it from them), so a field added here is a config field too.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 from typing import Any
@@ -119,12 +120,9 @@ class PeftSpec:
         if self.adapter_activation not in ADAPTER_ACTIVATIONS:
             raise ValueError(f"peft.adapter_activation={self.adapter_activation!r}; "
                              f"expected one of {sorted(ADAPTER_ACTIVATIONS)}")
-        for pattern in self.target_modules:
-            if pattern.startswith("re:"):
-                try:
-                    re.compile(pattern[3:])
-                except re.error as e:
-                    raise ValueError(f"peft.target_modules regex {pattern[3:]!r}: {e}") from None
+        for field in ("target_modules", "ia3_target_modules", "ia3_feedforward_modules"):
+            for pattern in getattr(self, field):
+                _check_module_pattern(f"peft.{field}", pattern)
 
     @property
     def layout(self) -> Layout:
@@ -153,6 +151,23 @@ class PeftSpec:
         if not self.layout.scales or not _matches(self.ia3_target_modules, name, path):
             return None
         return "in" if _matches(self.ia3_feedforward_modules, name, path) else "out"
+
+
+MODULE_NAMES = LAYER_PROJECTIONS + ("lm_head",)
+
+
+def _check_module_pattern(field: str, pattern: str) -> None:
+    """A typo in a module name would otherwise adapt nothing (or fewer modules than meant)."""
+    if pattern.startswith("re:"):
+        try:
+            re.compile(pattern[3:])
+        except re.error as e:
+            raise ValueError(f"{field} regex {pattern[3:]!r}: {e}") from None
+    elif pattern != ALL_LINEAR and pattern not in MODULE_NAMES:
+        close = difflib.get_close_matches(pattern, MODULE_NAMES + (ALL_LINEAR,), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ValueError(f"{field}: unknown module {pattern!r}; {hint}names are {', '.join(MODULE_NAMES)}, "
+                         f"{ALL_LINEAR!r} or a 're:' regex on the module path")
 
 
 def _matches(patterns: tuple[str, ...], name: str, path: tuple[str, ...]) -> bool:

@@ -28,6 +28,12 @@ def _create(model: Transformer, base: Params, rng: jax.Array) -> dict:
     with nn.logical_axis_rules(()):  # the [1, 1] dummy batch cannot follow activation rules
         _, variables = model.apply({"params": base}, dummy_tokens(), mutable=[collection],
                                    rngs={"params": rng})
+    if collection not in variables:
+        spec = model.peft
+        field, value = ("ia3_target_modules", spec.ia3_target_modules) if spec.layout.scales \
+            else ("target_modules", spec.target_modules)
+        raise ValueError(f"peft.{field}={','.join(value)!r} matches no module of this {model.cfg.family} model, "
+                         f"so peft.method={spec.method!r} has nothing to train")
     return {collection: variables[collection]}
 
 

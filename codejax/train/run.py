@@ -80,9 +80,12 @@ def check_batch_split(par: Parallel, batch_size: int, grad_accum_steps: int, wha
     devices = par.mesh.shape["data"] * par.mesh.shape["fsdp"]
     micro = batch_size // max(grad_accum_steps, 1)
     if batch_size % max(grad_accum_steps, 1) or micro % devices:
-        raise ValueError(f"{what}={batch_size} with optim.grad_accum_steps={grad_accum_steps} gives "
-                         f"micro-batches of {micro} rows, which must split evenly over the {devices} "
-                         f"data x fsdp devices of the mesh")
+        unit = max(grad_accum_steps, 1) * devices
+        fit = max(unit, -(-batch_size // unit) * unit)
+        raise ValueError(f"{what}={batch_size} with optim.grad_accum_steps={grad_accum_steps} does not split into "
+                         f"{max(grad_accum_steps, 1)} micro-batches of whole rows over the {devices} data x fsdp "
+                         f"devices of the mesh: use a multiple of {unit} (e.g. {what}={fit}) or change "
+                         "optim.grad_accum_steps")
 
 
 class Run:

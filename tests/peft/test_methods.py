@@ -118,6 +118,8 @@ def test_all_linear_and_regex_targets(base):
     _, _, adapters = _setup("lora", base, target_modules=(r"re:.*mlp\.(up|down)_proj",))
     assert list(adapters["lora"]["layers"]) == ["mlp"]
     assert sorted(adapters["lora"]["layers"]["mlp"]) == ["down_proj", "up_proj"]
+    with pytest.raises(ValueError, match=r"peft\.target_modules='re:.*nothing.*' matches no module"):
+        _setup("lora", base, target_modules=(r"re:.*nothing",))
 
 
 @pytest.mark.parametrize("method", ["lora", "qlora", "dora", "ia3"])
@@ -251,6 +253,10 @@ def test_spec_errors_are_clear():
         PeftSpec("loha")
     with pytest.raises(ValueError, match="regex"):
         PeftSpec("lora", target_modules=("re:(unclosed",))
+    with pytest.raises(ValueError, match=r"peft\.target_modules: unknown module 'q_projj'; did you mean 'q_proj'"):
+        PeftSpec("lora", target_modules=("q_proj", "q_projj"))
+    with pytest.raises(ValueError, match=r"peft\.ia3_target_modules: unknown module 'v_prj'"):
+        PeftSpec("ia3", ia3_target_modules=("v_prj",))
     with pytest.raises(ValueError, match="prompt_init_text"):
         PeftSpec("prompt", prompt_init="text")
 
