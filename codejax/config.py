@@ -214,7 +214,7 @@ def rl_section() -> Section:
         ensemble="sum",  # sum (weighted) | mean | min: how several rewards combine; min resists hacking
         missing_eos_penalty=0.0,  # subtracted when a completion hits max_new_tokens without EOS/stop
         prompts_per_step=8, group_size=8,  # rollouts per step = prompts x group
-        max_new_tokens=64, temperature=1.0, top_p=1.0, top_k=0, stop="",  # stop: '|'-separated strings
+        max_new_tokens=64, temperature=1.0, top_p=1.0, top_k=0, stop="",  # stop: "|"-separated strings, escapes \n \t \r \\ \| read (rl/loop.py parse_stop)
         epochs=1, minibatches=1,  # passes and minibatches over each step's rollouts
         algorithm="grpo",  # grpo job: a codejax.rl.algorithms name run by that job (grpo | rloo)
         loss_agg="grpo",  # grpo | bnpo | dr_grpo | dapo

@@ -115,8 +115,24 @@ def require_string(row: dict, field: str, where: str, *, allow_empty: bool = Fal
     return value
 
 
+# The field that marks a row of each format, to name the right data.format when a row does not fit.
+FORMAT_MARKERS = (("messages", "chat"), ("instruction", "alpaca"), ("completion", "prompt_completion"),
+                  ("text", "text"), ("content", "text"))
+
+
 def parse_row(spec: FormatSpec, row: dict, where: str) -> Parsed:
     """Check ``row`` against ``spec.fmt`` and return the strings to tokenize."""
+    try:
+        return _parse_row(spec, row, where)
+    except DataError as e:
+        marker = next(((key, fmt) for key, fmt in FORMAT_MARKERS if key in row and fmt != spec.fmt), None)
+        if e.reason != errors.MISSING_FIELD or marker is None:
+            raise
+        raise DataError(where, e.field, f"{e.problem} (data.format={spec.fmt!r}, but the row has {marker[0]!r}: "
+                        f"use data.format={marker[1]})", e.reason) from None
+
+
+def _parse_row(spec: FormatSpec, row: dict, where: str) -> Parsed:
     if spec.fmt == "text":
         field = spec.text_field
         if field not in row and field == "text" and "content" in row:

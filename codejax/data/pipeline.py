@@ -244,6 +244,8 @@ def build_datasets(*, tokenizer, train_paths, eval_paths=None, fmt: str, seq_len
     train, train_stats = fit_to_seq_len(train, seq_len, overlength, truncation_side)
     stats.update(train_stats)
     if not len(train):
+        if not stats["rows_read"]:
+            raise ValueError(f"{', '.join(sources.resolve_paths(train_paths))}: empty file (no rows to train on)")
         raise ValueError(f"no training examples left from {train_paths!r} (stats: {dict(stats)})")
     eval_fn = None
     if evaluation is not None:

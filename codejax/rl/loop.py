@@ -216,6 +216,30 @@ def check_rl_config(config, algorithm, par: Parallel | None) -> int:
     return mb_size
 
 
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", "|": "|"}
+
+
+def parse_stop(text: str) -> tuple[str, ...]:
+    r"""rl.stop: '|'-separated stop strings, backslash escapes read (a shell passes
+    `--config.rl.stop='\n\n|\ndef '` as backslashes): \n newline, \t tab, \r, \\ a backslash and
+    \| a literal '|'. Any other backslash is an error naming the field."""
+    out, current, chars = [], [], iter(enumerate(text))
+    for i, ch in chars:
+        if ch == "|":
+            out.append("".join(current))
+            current = []
+        elif ch == "\\":
+            nxt = next(chars, (None, ""))[1]
+            if nxt not in _ESCAPES:
+                raise ValueError(f"rl.stop={text!r}: unknown escape '\\{nxt}' at character {i}; use \\n, \\t, \\r, "
+                                 "\\\\ or \\| (a literal '|')")
+            current.append(_ESCAPES[nxt])
+        else:
+            current.append(ch)
+    out.append("".join(current))
+    return tuple(s for s in out if s)
+
+
 def run_rl(config, workdir: str, inputs: RLInputs) -> tuple[dict, dict]:
     """Train the policy in `inputs` for config.train.steps RL steps in `workdir`; returns (summary, final state)."""
     rc, tc, par, model = config.rl, config.train, inputs.parallel, inputs.model
@@ -247,7 +271,7 @@ def run_rl(config, workdir: str, inputs: RLInputs) -> tuple[dict, dict]:
             return out
 
         sampling = SamplingParams(max_new_tokens=max_new, temperature=rc.temperature, top_p=rc.top_p,
-                                  top_k=rc.top_k, n=rc.group_size, stop=tuple(s for s in rc.stop.split("|") if s))
+                                  top_k=rc.top_k, n=rc.group_size, stop=parse_stop(rc.stop))
         greedy = dataclasses.replace(sampling, temperature=0.0, top_p=1.0, top_k=0, n=1)
 
         def do_eval(step: int) -> bool:

@@ -13,6 +13,7 @@ from codejax.data.errors import DataError
 from codejax.data.formats import require_string
 from codejax.evaluation.sampling import encode_prompts
 from codejax.rl.environments import ENVIRONMENTS
+from codejax.rl.rewards import test_blocks
 
 ENVIRONMENT_SIZE = 2048  # prompts drawn from a built-in environment (then split by rl.eval_fraction)
 
@@ -31,6 +32,8 @@ def load_prompt_rows(config) -> tuple[list[dict], list[dict]]:
             if isinstance(row, DataError):
                 raise row
             require_string(row, "prompt", where)
+            if row.get("tests") is not None:  # a broken test would score every completion 0, mid-run
+                test_blocks(row["tests"], row.get("entry_point") or "", row.get("setup") or "", where)
             rows.append(row)
     elif rc.builtin_task in ENVIRONMENTS:
         rows = ENVIRONMENTS[rc.builtin_task](ENVIRONMENT_SIZE, seed=config.seed)

@@ -223,8 +223,9 @@ def _compiles(code: str) -> bool:
 _DEFINES_CHECK = re.compile(r"^def[ \t]+check[ \t]*\(", re.M)
 
 
-def _test_blocks(row_tests, entry_point, setup: str, row: int) -> list[str]:
-    """The test programs of one row: one per assert (a list), or the single block (a string)."""
+def test_blocks(row_tests, entry_point, setup: str, where: str) -> list[str]:
+    """The test programs of one row: one per assert (a list), or the single block (a string).
+    `where` names the row in errors ("prompts.jsonl:12", "row 3")."""
     if isinstance(row_tests, str):
         blocks = [row_tests]
         if entry_point and _DEFINES_CHECK.search(row_tests):  # HumanEval layout: check(candidate)
@@ -232,17 +233,17 @@ def _test_blocks(row_tests, entry_point, setup: str, row: int) -> list[str]:
     elif isinstance(row_tests, (list, tuple, np.ndarray)):
         blocks = list(row_tests)
     else:
-        raise ValueError(f"row {row}: column 'tests' must be a list of assert strings or one test block, "
+        raise ValueError(f"{where}: column 'tests' must be a list of assert strings or one test block, "
                          f"got {type(row_tests).__name__}")
     out = []
     for j, block in enumerate(blocks):
         if not isinstance(block, str):
-            raise ValueError(f"row {row}: test {j} of column 'tests' is {type(block).__name__}, not a string")
+            raise ValueError(f"{where}: test {j} of column 'tests' is {type(block).__name__}, not a string")
         test = f"{setup}\n{block}" if setup else block
         try:
-            compile(test, f"<row {row} test {j}>", "exec")
+            compile(test, f"<{where} test {j}>", "exec")
         except (SyntaxError, ValueError) as e:  # the dataset's fault, not the model's: say so
-            raise ValueError(f"row {row}: test {j} (with its setup) does not parse: {e}") from None
+            raise ValueError(f"{where}: test {j} (with its setup) does not parse: {e}") from None
         out.append(test)
     return out
 
@@ -296,7 +297,7 @@ def unit_tests(prompts, completions, *, tests=None, code_prefix=None, setup=None
     for i, completion in enumerate(completions):
         if tests[i] is None:
             continue
-        blocks = _test_blocks(tests[i], entry_points[i], setups[i], i)
+        blocks = test_blocks(tests[i], entry_points[i], setups[i], f"row {i}")
         if not blocks:
             continue
         completion = _code(completion, chat)

@@ -120,6 +120,21 @@ def test_error_message_format_matches_the_documented_example(tok, tmp_path):
         build_datasets(tokenizer=tok, train_paths=path, fmt="alpaca", seq_len=256, batch_size=1)
 
 
+def test_rows_of_another_format_name_the_format_to_use_and_an_empty_file_says_so(tok, tmp_path):
+    chat = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
+    path = write_jsonl(tmp_path / "chat.jsonl", [chat])
+    with pytest.raises(DataError, match=r"chat\.jsonl:1: field 'instruction': missing \(data\.format='alpaca', "
+                       r"but the row has 'messages': use data\.format=chat\)$"):
+        build_datasets(tokenizer=tok, train_paths=path, fmt="alpaca", seq_len=256, batch_size=1)
+    with pytest.raises(DataError, match=r"field 'messages': missing \(.*'instruction': use data\.format=alpaca\)"):
+        build_datasets(tokenizer=tok, train_paths=write_jsonl(tmp_path / "a.jsonl", [GOOD]), fmt="chat",
+                       seq_len=256, batch_size=1)
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(ValueError, match=r"empty\.jsonl: empty file"):
+        build_datasets(tokenizer=tok, train_paths=str(tmp_path / "empty.jsonl"), fmt="alpaca", seq_len=256,
+                       batch_size=1)
+
+
 def test_many_kinds_of_bad_rows_are_counted_per_reason(tok, tmp_path):
     lines = [GOOD, {"instruction": "a", "output": 1}, "{oops", b'{"output": "\xff"}', GOOD,
              {"instruction": "a", "input": "", "output": ""}, {"instruction": "b", "output": 2}]

@@ -132,6 +132,24 @@ def test_unit_tests_bad_columns_are_clear_errors():
         rw.unit_tests(["p"], ["x = 1"], tests=[["assert x", "assert x ==="]])
 
 
+def test_prompt_files_with_tests_that_do_not_parse_fail_at_load_naming_file_and_line(tmp_path):
+    import json
+
+    import ml_collections
+
+    from codejax.rl.prompts import load_prompt_rows
+    path = tmp_path / "prompts.jsonl"
+    rows = [{"prompt": "def f(x):", "tests": ["assert f(1) == 2"]}, {"prompt": "def g(x):", "tests": "assert g(1) =="}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = ml_collections.ConfigDict({"seed": 0, "rl": {"prompts_path": str(path), "builtin_task": "",
+                                                          "eval_fraction": 0.0}})
+    with pytest.raises(ValueError, match=rf"{path}:2: test 0 \(with its setup\) does not parse"):
+        load_prompt_rows(config)
+    rows[1]["tests"] = ["assert g(1) == 2"]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert len(load_prompt_rows(config)[0]) == 2
+
+
 # ------------------------------------------------------------------ static rewards
 
 def test_syntax_valid():

@@ -4,6 +4,7 @@ import json
 import logging
 
 import numpy as np
+import pytest
 
 from codejax.rl import loop
 from codejax.rl.loop import STALL_STEPS, CompletionLog, StallWatch, completion_rows
@@ -65,3 +66,13 @@ def test_completion_log_drops_rows_after_the_resumed_step(tmp_path):
     CompletionLog(str(tmp_path), start_step=0)  # a fresh run in the workdir starts a fresh file
     assert path.read_text() == ""
 
+
+
+def test_rl_stop_reads_shell_escapes_and_refuses_unknown_ones():
+    from codejax.rl.loop import parse_stop
+    assert parse_stop(r"\n\n|\ndef ") == ("\n\n", "\ndef ")
+    assert parse_stop("\n") == ("\n",)  # a real newline from a config file stays one
+    assert parse_stop(r"a\|b|c\\|") == ("a|b", "c\\")
+    assert parse_stop("") == ()
+    with pytest.raises(ValueError, match=r"rl\.stop=.*unknown escape '\\p'"):
+        parse_stop(r"C:\path")
