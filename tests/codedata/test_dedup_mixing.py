@@ -1,5 +1,8 @@
 """Dedup, splits, mixing and curriculum: the global stages, on small in-memory inputs."""
 import collections
+import json
+import os
+import pathlib
 import random
 
 import pytest
@@ -135,3 +138,40 @@ def test_parquet_shards_keep_every_column(tmp_path):
     rows = [{"instruction": "a", "output": "b", "task": "x"}, {"instruction": "c", "output": "d", "extra": 3}]
     (name,) = output.write_shards(rows, tmp_path, "train", "parquet", 10)
     assert pq.read_table(tmp_path / name).to_pylist() == [{**rows[0], "extra": None}, {**rows[1], "task": None}]
+
+
+def _output_set(staging, rows, shard_rows, report):
+    output.write_shards(rows, str(staging), "train", "jsonl", shard_rows)
+    (staging / "plots").mkdir()
+    (staging / "plots" / "funnel.png").write_bytes(b"png")
+    for name in output.LAST:
+        (staging / name).write_text(report)
+
+
+def test_the_output_set_is_swapped_in_whole_and_a_kill_mid_swap_is_rolled_forward(tmp_path):
+    staging = tmp_path / output.STAGING
+    staging.mkdir()
+    _output_set(staging, [{"i": i} for i in range(6)], 2, "run 1")  # 3 shards
+    (staging / "plots" / "old_only.png").write_bytes(b"png")
+    output.swap_in(str(tmp_path))
+    assert not staging.exists() and not (tmp_path / output.SWAP_MARKER).exists()
+    assert sorted(p.name for p in tmp_path.glob("train-*")) == [f"train-0000{i}-of-00003.jsonl" for i in range(3)]
+
+    # A second run's set (one shard) whose swap is killed after the first move.
+    staging = pathlib.Path(output.staging_dir(str(tmp_path)))
+    _output_set(staging, [{"i": i} for i in range(6)], 10, "run 2")
+    files = [f for f in sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file())
+             if f not in output.LAST] + list(output.LAST)
+    (tmp_path / output.SWAP_MARKER).write_text(json.dumps(files))
+    os.replace(staging / files[0], tmp_path / files[0])
+    assert output.finish_swap(str(tmp_path)) == files  # what the next run does first
+    assert sorted(p.name for p in tmp_path.glob("train-*")) == ["train-00000-of-00001.jsonl"]
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["funnel.png"]  # run 1's extra plot is gone
+    assert all((tmp_path / name).read_text() == "run 2" for name in output.LAST)
+    assert output.finish_swap(str(tmp_path)) == []  # nothing under way
+
+    # A run killed while staging (no marker) leaves the outputs alone; the next run starts a fresh staging folder.
+    (tmp_path / output.STAGING).mkdir()
+    (tmp_path / output.STAGING / "train-00000-of-00009.jsonl").write_text("half")
+    assert output.finish_swap(str(tmp_path)) == [] and (tmp_path / "report.md").read_text() == "run 2"
+    assert os.listdir(output.staging_dir(str(tmp_path))) == []
