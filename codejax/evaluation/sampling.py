@@ -12,6 +12,7 @@ import os
 import time
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from codejax.evaluation.passk import parse_ks
 from codejax.evaluation.scoring import score
@@ -75,8 +76,10 @@ def encode_prompts(tokenizer, prompts: list[str], mode: str) -> list[list[int]]:
 
 
 def sample_completions(model, variables, tokenizer, prompt_ids: list[list[int]], ec, seed: int,
-                       stop: tuple[str, ...], eos: tuple[int, ...]) -> tuple[list[dict], dict]:
-    """eval.n_samples completions per prompt, in batches of eval.batch_size rows.
+                       stop: tuple[str, ...], eos: tuple[int, ...],
+                       progress: bool = False) -> tuple[list[dict], dict]:
+    """eval.n_samples completions per prompt, in batches of eval.batch_size rows; `progress` shows a
+    bar with the samples done, tokens/s and an ETA (the first batch includes the compile).
 
     Rows (prompt, sample) are sorted by prompt length so a batch pads little, and each batch has
     its own seed, so the samples of one prompt are independent draws. The last batch is padded
@@ -87,6 +90,7 @@ def sample_completions(model, variables, tokenizer, prompt_ids: list[list[int]],
     batch = max(1, min(ec.batch_size, len(rows)))
     out: dict[tuple[int, int], dict] = {}
     tokens, start = 0, time.monotonic()
+    bar = tqdm(total=len(rows), desc="generate", unit="sample", disable=not progress, dynamic_ncols=True)
     for b, first in enumerate(range(0, len(rows), batch)):
         chunk = rows[first:first + batch]
         padded = chunk + [chunk[-1]] * (batch - len(chunk))
@@ -98,6 +102,9 @@ def sample_completions(model, variables, tokenizer, prompt_ids: list[list[int]],
                         "num_tokens": len(result.tokens[r])}
             tokens += len(result.tokens[r])
         log.info("generated %d/%d samples", min(first + batch, len(rows)), len(rows))
+        bar.update(len(chunk))
+        bar.set_postfix(tokens_per_s=f"{tokens / max(time.monotonic() - start, 1e-9):.0f}")
+    bar.close()
     seconds = time.monotonic() - start
     samples = [{"sample": j, **out[(i, j)], "_prompt": i} for i in range(len(prompt_ids)) for j in range(ec.n_samples)]
     stats = {"samples": len(samples), "batch_size": batch, "generated_tokens": tokens,

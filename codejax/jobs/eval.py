@@ -63,7 +63,8 @@ def run_eval(config, workdir: str) -> dict:
     prompt_ids = encode_prompts(tokenizer, prompts, ec.mode)
     eos = eos_ids(tokenizer, model, ec.mode, config.model.hf_path)
     samples, gen_stats = sample_completions(model, variables, tokenizer, prompt_ids, ec, config.seed,
-                                            benchmark.stop_words(ec.mode), eos)
+                                            benchmark.stop_words(ec.mode), eos,
+                                            progress=is_main and config.train.progress_bar)
     if not is_main:  # every process generated (the model is sharded over all); one scores
         return {"generation": gen_stats}
     for s in samples:

@@ -106,6 +106,11 @@ def check_config_change(workdir: str, old: dict | None, new: dict, allow: bool) 
     if old is None:
         return []
     changes = config_changes(old, new)
+    if old.get("job") != new.get("job"):  # the rest of the diff says nothing more useful
+        raise ConfigChangeError(f"--workdir {workdir} holds a {old.get('job')!r} run; the {new.get('job')!r} job "
+                                f"cannot run in it (job: {json.dumps(old.get('job'))} -> {json.dumps(new.get('job'))}). "
+                                "Use a new --workdir (an eval or a follow-up job gets its own; point "
+                                "eval.checkpoint_dir or model.hf_path at this one)")
     refused = [c for c in changes if c.kind == INCOMPATIBLE]
     if refused:
         raise ConfigChangeError(

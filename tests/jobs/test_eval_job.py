@@ -37,18 +37,21 @@ def _noisy(tree, seed):  # jitted: op-by-op random draws per leaf take seconds o
 
 
 @pytest.mark.slow
-def test_eval_job_generates_scores_and_writes_its_files(chat_tokenizer_dir, tmp_path):
+def test_eval_job_generates_scores_and_writes_its_files(chat_tokenizer_dir, tmp_path, capsys):
     tokenizer = transformers.AutoTokenizer.from_pretrained(chat_tokenizer_dir)
     cfg = tiny_config("llama", vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id,
                       pad_token_id=tokenizer.pad_token_id)
     params = jax.jit(lambda: init_params(cfg, jax.random.PRNGKey(0)))()
     save_hf(tmp_path / "model", cfg, params, tokenizer=tokenizer)
     config = _set(load_config_file(f"{CONFIGS / 'eval.py'}:tiny"), **{
-        "model.hf_path": str(tmp_path / "model"), "eval.quality": True, "eval.workers": 2})
+        "model.hf_path": str(tmp_path / "model"), "eval.quality": True, "eval.workers": 2,
+        "train.progress_bar": True})
     assert (config.eval.limit, config.eval.n_samples, config.eval.max_new_tokens) == (3, 2, 16)
     workdir = tmp_path / "eval"
     summary = get_job("eval")(config, str(workdir))
     assert summary["problems_scored"] == 3 and summary["samples"] == 6 and summary["problems_missing"] == 0
+    err = capsys.readouterr().err
+    assert "generate: 100%" in err and "6/6" in err  # the generation progress bar
     assert set(summary["pass_at_k"]) == {"pass@1", "pass@2"} and 0.0 <= summary["pass_at_k"]["pass@1"] <= 1.0
     assert summary["generation"]["samples"] == 6 and summary["model"]["hf_path"] == str(tmp_path / "model")
     assert "syntax_valid_rate" in summary["quality"]
@@ -113,7 +116,7 @@ def test_full_fine_tuning_checkpoint_is_restored(tmp_path, chat_tokenizer_dir):
     model, variables, info = load_model(config, tokenizer, step_dir)
     assert list(variables) == ["params"] and info["peft"] == "none"
     _assert_same(variables["params"], trained)
-    with pytest.raises(ValueError, match="its own workdir"):
+    with pytest.raises(ValueError, match="holds a 'sft' run; the 'eval' job cannot run in it.*gets its own"):
         get_job("eval")(_eval_config(run), str(run))
 
 
