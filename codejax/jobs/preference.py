@@ -39,7 +39,7 @@ def run_reward(config, workdir: str) -> dict:
     inputs = TrainInputs(
         loss_fn=reward.reward_loss_fn(tm.model, config.preference.center_coef), variables=variables,
         train_iter=iter(data.train), make_eval_iter=data.eval, data_stats=dict(data.stats),
-        flops_per_token=_pair_flops(tm, config.data.seq_len, 0), parallel=par)
+        flops_per_token=_pair_flops(tm, config.data.seq_len, 0), parallel=par, weight_unit="pairs")
     summary, _ = run_training(config, workdir, inputs)
     # No HF export: the head is not an HF sequence-classification layout codejax writes (yet);
     # PPO/GRPO load the reward model from this run's checkpoints (config.rl.reward_model).
@@ -66,6 +66,6 @@ def run_dpo(config, workdir: str) -> dict:
     inputs = TrainInputs(
         loss_fn=dpo.dpo_loss_fn(tm.model, pc), variables=tm.variables, train_iter=iter(data.train),
         make_eval_iter=data.eval, data_stats=dict(data.stats),
-        flops_per_token=_pair_flops(tm, dc.seq_len, ref_passes), parallel=par)
+        flops_per_token=_pair_flops(tm, dc.seq_len, ref_passes), parallel=par, weight_unit="pairs")
     summary, state = run_training(config, workdir, inputs)
     return finish(config, tm, summary, state, workdir, tokenizer)

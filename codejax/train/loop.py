@@ -59,9 +59,12 @@ class TrainInputs:
     # More eval metrics at every evaluation, from the current variables (trainable and frozen, one
     # dict; e.g. pass@k from codejax.evaluation); they can be train.best_metric and drive early stopping.
     extra_eval: Callable[[dict], dict[str, float]] | None = None
+    # What loss_fn's weight counts: "tokens" (an LM loss, per token: perplexity = exp(loss) is logged)
+    # or "pairs" (preference losses, per pair: no perplexity). The eval metric eval/<unit> is that count.
+    weight_unit: str = "tokens"
 
 
-def evaluate(eval_step, params, make_eval_iter, max_batches: int = 0) -> dict[str, float]:
+def evaluate(eval_step, params, make_eval_iter, max_batches: int = 0, weight_unit: str = "tokens") -> dict[str, float]:
     """Token-weighted loss over the eval set (or its first `max_batches` batches).
 
     Returns {} (with a warning) when the eval set has no loss tokens, rather
@@ -80,7 +83,8 @@ def evaluate(eval_step, params, make_eval_iter, max_batches: int = 0) -> dict[st
                     "no eval metrics this time")
         return {}
     loss = loss_sum / weight_sum
-    return {"eval/loss": loss, "eval/perplexity": math.exp(min(loss, 50.0)), "eval/tokens": weight_sum,
+    lm = {"eval/perplexity": math.exp(min(loss, 50.0))} if weight_unit == "tokens" else {}
+    return {"eval/loss": loss, **lm, f"eval/{weight_unit}": weight_sum,
             **{f"eval/{k}": v / weight_sum for k, v in sums.items()}}
 
 
@@ -116,7 +120,8 @@ def run_training(config, workdir: str, inputs: TrainInputs) -> tuple[dict[str, A
             if make_eval_iter is None and inputs.extra_eval is None:
                 return False
             params = run.state["params"]
-            metrics = evaluate(eval_step, params, make_eval_iter, tc.eval_batches) if make_eval_iter else {}
+            metrics = evaluate(eval_step, params, make_eval_iter, tc.eval_batches, inputs.weight_unit) \
+                if make_eval_iter else {}
             if inputs.extra_eval is not None:
                 metrics.update(inputs.extra_eval({**run.frozen, **params}))
             return run.evaluate(step, metrics)
@@ -144,7 +149,8 @@ def run_training(config, workdir: str, inputs: TrainInputs) -> tuple[dict[str, A
                 run.check_finite(host, step)
                 elapsed = time.time() - window_start
                 row = {f"train/{k}": v for k, v in host.items()}
-                row["train/perplexity"] = math.exp(min(host["loss"], 50.0))
+                if inputs.weight_unit == "tokens":
+                    row["train/perplexity"] = math.exp(min(host["loss"], 50.0))
                 row["train/tokens_per_s"] = window_tokens / max(elapsed, 1e-9)
                 if peak and inputs.flops_per_token:
                     # Hardware work counts every position, padding included.
