@@ -37,6 +37,11 @@ TEST_REQUIRES = [
     "peft>=0.17",  # HF PEFT adapter interop tests (both directions)
     "pytest>=8",
     "pytest-xdist>=3.5",
+    # colab/*.ipynb run top to bottom in a real Jupyter kernel (tests/test_notebooks.py)
+    "nbclient>=0.10",
+    "nbformat>=5.9",
+    "ipykernel>=6.29",
+    "wandb>=0.17",  # train.wandb_mode=offline is tested with the real client (no network)
 ]
 
 setup(

@@ -25,12 +25,33 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: end-to-end jobs and learning evidence (deselect with -m 'not slow')")
 
 
+def _run_temp(tmp_path_factory):
+    """This pytest run's temp folder, shared by its xdist workers (each worker's basetemp is below it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session", autouse=True)
 def builtin_cache(tmp_path_factory):
     """The built-in tokenizer and data (codejax/data/builtin.py) live in this run's temp tree, shared by the
-    xdist workers (its parent folder), never in the user's ~/.cache. Subprocesses inherit it."""
-    path = tmp_path_factory.getbasetemp().parent / "codejax_cache"
+    xdist workers, never in the user's ~/.cache. Subprocesses inherit it."""
+    path = _run_temp(tmp_path_factory) / "codejax_cache"
     os.environ["CODEJAX_CACHE"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+    """One JAX persistent compilation cache for the run: its workers and the subprocesses its tests start
+    (CLI runs, notebooks, experiments) compile the same tiny models again and again, and on 2 cores
+    compiling is most of a tiny run's time. Empty at the start of every run, so nothing carries over."""
+    import jax
+    path = str(_run_temp(tmp_path_factory) / "jax_compilation_cache")
+    settings = {"jax_compilation_cache_dir": path, "jax_persistent_cache_min_compile_time_secs": 0,
+                "jax_persistent_cache_min_entry_size_bytes": 0}
+    for name, value in settings.items():
+        jax.config.update(name, value)
+        os.environ[name.upper()] = str(value)
     return path
 
 
