@@ -40,11 +40,10 @@ def run_reward(config, workdir: str) -> dict:
         loss_fn=reward.reward_loss_fn(tm.model, config.preference.center_coef), variables=variables,
         train_iter=iter(data.train), make_eval_iter=data.eval, data_stats=dict(data.stats),
         flops_per_token=_pair_flops(tm, config.data.seq_len, 0), parallel=par, weight_unit="pairs")
-    summary, _ = run_training(config, workdir, inputs)
-    # No HF export: the head is not an HF sequence-classification layout codejax writes (yet);
-    # PPO/GRPO load the reward model from this run's checkpoints (config.rl.reward_model).
-    summary.update(tm.facts())
-    return summary
+    summary, state = run_training(config, workdir, inputs)
+    # PPO/GRPO load the reward model from this run's checkpoints (config.rl.reward_model); with
+    # train.export_hf, WORKDIR/hf_model is also an HF <Family>ForSequenceClassification.
+    return finish(config, tm, summary, state, workdir, tokenizer, head=HEAD)
 
 
 @register("dpo")

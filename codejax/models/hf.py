@@ -300,11 +300,14 @@ def load_hf(path: str | os.PathLike, **overrides) -> tuple[Transformer, Params]:
 
 
 def save_hf(path: str | os.PathLike, cfg: ModelConfig, params: Params, *, dtype: str | None = None,
-            tokenizer: Any = None, max_shard_bytes: int = 5 * 2**30) -> None:
+            tokenizer: Any = None, max_shard_bytes: int = 5 * 2**30,
+            extra_tensors: dict[str, np.ndarray] | None = None, hf_config: dict | None = None) -> None:
     """Write a directory that `transformers.AutoModelForCausalLM.from_pretrained` loads.
 
     dtype: storage dtype of the weights (default: cfg.param_dtype). Leaves are
     pulled to host one layer at a time, so saving needs no second full copy.
+    extra_tensors ({HF name: array}) and hf_config (config.json entries that replace the
+    derived ones) turn it into another head's layout, e.g. a reward model's `score.weight`.
     """
     params = strip_collection(params)
     dtype = dtype or cfg.param_dtype
@@ -321,9 +324,11 @@ def save_hf(path: str | os.PathLike, cfg: ModelConfig, params: Params, *, dtype:
                 return _to_hf(leaf_path, host).astype(np_dtype)
 
             specs.append(TensorSpec(_hf_key(leaf_path, i), _hf_shape(leaf_path, shape), np_dtype, produce))
+    for name, array in (extra_tensors or {}).items():
+        specs.append(TensorSpec(name, tuple(array.shape), np_dtype, lambda a=array: np.asarray(a).astype(np_dtype)))
     os.makedirs(path, exist_ok=True)
     write_checkpoint(path, specs, max_shard_bytes=max_shard_bytes, overwrite=True)
     with open(os.path.join(path, "config.json"), "w", encoding="utf-8") as f:
-        json.dump(config_to_hf(cfg, dtype=str(np_dtype)), f, indent=2)
+        json.dump({**config_to_hf(cfg, dtype=str(np_dtype)), **(hf_config or {})}, f, indent=2)
     if tokenizer is not None:
         tokenizer.save_pretrained(path)

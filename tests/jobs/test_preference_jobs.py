@@ -31,7 +31,8 @@ def _evals(workdir):
 
 
 def test_reward_model_reaches_90_percent_held_out_accuracy(arith_dir, tmp_path):
-    config = _config("reward", arith_dir, train__steps=80, train__eval_every=40, train__eval_at_start=True)
+    config = _config("reward", arith_dir, train__steps=80, train__eval_every=40, train__eval_at_start=True,
+                     train__export_hf=True)
     summary = get_job("reward")(config, str(tmp_path))
     evals = _evals(tmp_path)
     assert evals[0]["eval/accuracy"] < 0.8  # a random head starts near chance
@@ -49,6 +50,19 @@ def test_reward_model_reaches_90_percent_held_out_accuracy(arith_dir, tmp_path):
     chosen = score(prompts, [p["chosen"] for p in pairs])
     rejected = score(prompts, [p["rejected"] for p in pairs])
     assert np.mean(np.asarray(chosen) > np.asarray(rejected)) >= 0.9
+
+    # The HF export: transformers' *ForSequenceClassification scores a sequence as the checkpoint does.
+    import torch
+    assert summary["hf_model"] == str(tmp_path / "hf_model")
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(summary["hf_model"], dtype=torch.float32)
+    assert type(hf).__name__.endswith("ForSequenceClassification") and hf.config.num_labels == 1
+    for p in pairs[:3]:
+        for completion in (p["chosen"], p["rejected"]):
+            ids = tokenizer(p["prompt"] + completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+            with torch.no_grad():
+                got = float(hf.eval()(input_ids=torch.tensor([ids])).logits[0, 0])
+            want = score([p["prompt"]], [completion])[0]
+            assert abs(got - want) <= 1e-4 * max(1.0, abs(want)), (got, want)
 
 
 def test_dpo_starts_at_log2_and_raises_held_out_accuracy_and_margin(arith_dir, tmp_path):
