@@ -2,8 +2,8 @@
 
 `get_job` returns it wrapped in the guard every job runs under (codejax/train/guard.py): the
 workdir lock, the check of the new config against the workdir's config.json, and SIGINT /
-SIGTERM handling from start-up to the final write. Before that, data.train_paths='builtin' becomes
-the built-in rows' file for the jobs that read training data.
+SIGTERM handling from start-up to the final write. Once the lock is held, data.train_paths='builtin'
+becomes the built-in rows' file for the jobs that read training data.
 
 Jobs register themselves on import; `get_job` imports the job modules lazily so
 `python -m codejax.main` only pays for the job it runs. A job module imports no other job
@@ -51,12 +51,10 @@ def get_job(name: str) -> JobFn:
     if name not in JOBS:
         raise ValueError(f"config.job={name!r} is not a registered job; known jobs: {sorted(_JOB_MODULES)}")
     from codejax.train.guard import run_guarded
-    job = functools.partial(run_guarded, JOBS[name])
-    if name in _BUILTIN_ROWS:
-        job = functools.partial(_with_builtin_rows, job, _BUILTIN_ROWS[name])
-    return functools.wraps(JOBS[name])(job)
+    prepare = functools.partial(_with_builtin_rows, _BUILTIN_ROWS[name]) if name in _BUILTIN_ROWS else None
+    return functools.wraps(JOBS[name])(functools.partial(run_guarded, JOBS[name], prepare=prepare))
 
 
-def _with_builtin_rows(job: JobFn, kind: str | None, config, workdir: str) -> dict:
+def _with_builtin_rows(kind: str | None, config):
     from codejax.builtin import resolve_builtin_data
-    return job(resolve_builtin_data(config, kind), workdir)
+    return resolve_builtin_data(config, kind)

@@ -191,11 +191,16 @@ def _is_remote(workdir: str) -> bool:
     return "://" in workdir
 
 
-def run_guarded(fn: Callable[[Any, str], dict], config, workdir: str) -> dict:
-    """Run job `fn(config, workdir)` under the workdir lock, the config check and the stop signals."""
+def run_guarded(fn: Callable[[Any, str], dict], config, workdir: str,
+                prepare: Callable[[Any], Any] | None = None) -> dict:
+    """Run job `fn(config, workdir)` under the workdir lock, the config check and the stop signals.
+    `prepare(config) -> config` runs once the lock is held, before the check (it may take a while:
+    building the built-in rows), so a refused run is refused in seconds."""
     is_main = jax.process_index() == 0
     lock = WorkdirLock(workdir, getattr(config, "job", "")) if is_main and not _is_remote(workdir) else None
     with SIGNALS.handling(defer=False), (lock if lock is not None else contextlib.nullcontext()):
+        if prepare is not None:
+            config = prepare(config)
         if not _is_remote(workdir):
             new = json.loads(config.to_json_best_effort())
             changes = check_config_change(workdir, saved_config(workdir), new,

@@ -51,15 +51,17 @@ def _cli(workdir, *flags, spec=f"{SFT}:tiny"):
 # ----------------------------------------------------------------------------- the lock
 
 def test_a_second_run_is_refused_in_seconds_naming_the_holder(tmp_path):
+    cold_cache = tmp_path / "empty_cache"  # the built-in rows are built only once the lock is held
     with WorkdirLock(str(tmp_path), job="sft"):
         start = time.time()
         proc = subprocess.run(_cli(tmp_path, "--config.train.steps=2"), cwd=ROOT, capture_output=True, text=True,
-                              timeout=120)
+                              timeout=120, env={**os.environ, "CODEJAX_CACHE": str(cold_cache)})
         seconds = time.time() - start
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and f"in use by pid {os.getpid()}" in lines[0] and "job sft" in lines[0], proc.stderr
     assert not (tmp_path / "config.json").exists() and not (tmp_path / "checkpoints").exists()
+    assert not cold_cache.exists()
     print(f"refused in {seconds:.1f} s")
 
 
