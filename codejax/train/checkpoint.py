@@ -329,10 +329,12 @@ class Checkpointer:
             META: ocp.args.JsonSave(metrics),
             CHECKSUMS: ocp.args.JsonSave(checksums),
         })
+        self.check_for_errors()  # a failed background save of the previous step is reported as that step
+        previous, self._saving = self._saving, step  # a failure from here on is this step's
         with self._reporting_write_errors():
             started = bool(self._manager.save(step, args=args, metrics=ranked, force=force))
-        if started:
-            self._saving = step
+        if not started:
+            self._saving = previous
         return started
 
     def _reporting_write_errors(self):

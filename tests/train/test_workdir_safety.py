@@ -6,6 +6,7 @@ tokenizer and rows come from the session's CODEJAX_CACHE (tests/conftest.py).
 """
 import errno
 import json
+import re
 import logging
 import os
 import signal
@@ -352,3 +353,42 @@ def test_cli_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     assert 0 < plan["trainable_parameters"] < plan["parameters"]
     assert "total" in plan["memory_per_device"] and "lora" in proc.stderr  # the resolved config
     assert not (tmp_path / "run").exists()
+
+
+# ----------------------------------------------------------------------------- a full disk
+
+DISK_FULL = """
+import os, jax
+from codejax.train.checkpoint import Checkpointer, CheckpointWriteError, abstract_like
+state = {"w": jax.random.normal(jax.random.PRNGKey(0), (256, 1024))}  # 1 MB of incompressible data a step
+with Checkpointer("/small/ckpt", save_every=1, keep_latest=20, async_save=False) as ckpt:
+    try:
+        for step in range(1, 20):
+            ckpt.save(step, jax.tree.map(lambda x: x + step, state), {"pos": step})
+            ckpt.wait()
+    except CheckpointWriteError as e:
+        print("ERROR:", e)
+print("STEPS:", sorted(int(p) for p in os.listdir("/small/ckpt") if p.isdigit()))
+with Checkpointer("/small/ckpt", save_every=1) as ckpt:
+    restored = ckpt.restore_latest(abstract_like(state))
+    print("RESTORED:", restored.step, bool((restored.state["w"] == state["w"] + restored.step).all()))
+"""
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoints(tmp_path):
+    """A real full disk: checkpoints are saved on a 2.5 MiB tmpfs the kernel enforces (bubblewrap)
+    until one does not fit."""
+    from codejax.sandbox.namespaces import find_bwrap
+    bwrap = find_bwrap()
+    if bwrap is None:
+        pytest.skip("no bubblewrap for a size-limited tmpfs")
+    proc = subprocess.run([bwrap, "--dev-bind", "/", "/", "--size", str(5 * 2**19), "--tmpfs", "/small",
+                           sys.executable, "-c", DISK_FULL], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr[-2000:]
+    errors = [line for line in proc.stdout.splitlines() if line.startswith("ERROR:")]
+    assert len(errors) == 1, out
+    failed = int(re.search(r"disk full while saving step (\d+) in /small/ckpt; previous checkpoints intact",
+                           errors[0]).group(1))
+    assert f"STEPS: {list(range(1, failed))}" in proc.stdout, out
+    assert f"RESTORED: {failed - 1} True" in proc.stdout, out  # the last good step restores, values and all
