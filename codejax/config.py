@@ -138,7 +138,7 @@ def parallel_section() -> Section:
 
 
 def quickstart_section() -> Section:
-    # Job `quickstart`: stdlib corpus -> tokenizer -> pretrain -> SFT -> report.
+    # Job `quickstart`: stdlib corpus -> tokenizer -> pretrain -> SFT -> DPO -> GRPO -> pass@k -> report.
     return Section(dict(
         corpus_max_files=400,  # stdlib files in the pretraining corpus
         chunk_chars=1500,  # corpus files are cut at blank lines into chunks of about this size
@@ -149,6 +149,14 @@ def quickstart_section() -> Section:
         sft_seq_len=512,  # instruction prompts (Alpaca header + docstring) need more room than code chunks
         sft_batch_size=8,
         eval_fraction=0.05,  # held out by file
+        # The alignment stages, on the arithmetic-function task (codejax/rl/environments.py); its
+        # held-out problems are (operator, variable, constant) combinations no stage trains on.
+        align=True,  # False: stop after SFT
+        task_sft_rows=6144,  # task rows mixed into SFT: well-formed answers, the operator right 1/3 of the time
+        task_pairs=512,  # DPO pairs: the right operator chosen over a wrong one
+        dpo_steps=30, dpo_lr=2e-5, dpo_beta=0.1,
+        grpo_steps=15, grpo_lr=1e-4, grpo_prompts_per_step=8, grpo_group_size=8,
+        eval_samples=10, eval_k="1,5", eval_temperature=0.6,  # pass@k of every stage's model
     ))
 
 
@@ -189,8 +197,11 @@ def preference_section() -> Section:
         center_coef=0.0,  # reward job: coef * mean((r_chosen + r_rejected)^2) keeps rewards centred at 0
         # dpo job
         loss_type="sigmoid",  # a codejax.losses.DPO_LOSS_TYPES name: sigmoid | ipo | hinge | robust | simpo | orpo
-        beta=0.1, label_smoothing=0.0, simpo_gamma=0.5,
-        orpo_alpha=1.0,  # ORPO: NLL(chosen) + orpo_alpha * odds-ratio loss  (TRL's beta)
+        beta=0.1,
+        label_smoothing=0.0,  # sigmoid (cDPO), robust and simpo; an error for the losses that have none
+        simpo_gamma=0.5,
+        ipo_length_norm=True,  # ipo on per-token log-ratios (TRL's, the IPO authors'); False = summed over tokens
+        orpo_alpha=0.1,  # ORPO: NLL(chosen) + orpo_alpha * odds-ratio loss (TRL's beta, lambda in the paper; 0.1 both)
         precompute_ref=False,  # compute the reference log-probs once, up front, instead of every step
     ))
 
@@ -204,6 +215,7 @@ def rl_section() -> Section:
         prompts_path="",  # JSONL of {prompt, ...columns the reward functions read}; '' = the built-in environment
         builtin_task="arith_functions",  # a codejax.rl.environments name, used when prompts_path is ''
         eval_fraction=0.1,  # prompts held out for the eval reward
+        eval_prompts_path="",  # JSONL of eval prompts; set, every rl.prompts_path row trains (eval_fraction unused)
         chat=False,  # wrap prompts in the chat template; the code rewards then run the answer's ```python block
         # comma-separated registered reward functions (codejax/rl/rewards.py), with weights
         rewards="unit_tests", reward_weights="",
@@ -219,8 +231,11 @@ def rl_section() -> Section:
         algorithm="grpo",  # grpo job: a codejax.rl.algorithms name run by that job (grpo | rloo)
         loss_agg="grpo",  # grpo | bnpo | dr_grpo | dapo
         clip_eps=0.2, clip_eps_high=0.0,  # high 0 = clip_eps (symmetric)
-        scale_rewards=True,  # grpo: divide by the group std (False = Dr. GRPO)
+        scale_rewards="group",  # grpo: divide by the std of the group | batch (TRL's) | none (Dr. GRPO); ddof=1
         mask_truncated=False,  # drop completions that hit max_new_tokens from the loss
+        # Truncated importance sampling: weight each token's loss by min(pi_old / pi_sampler, cap) when the
+        # sampler's log-probs differ from the trainer's (train/logprob_diff/* logs by how much); 0 = off.
+        tis_cap=0.0,
         kl_coef=0.0, kl_estimator="k3",  # k1 | k3 (| k2); grpo adds beta*KL to the loss, ppo to the reward
         adaptive_kl=False, kl_target=6.0, kl_horizon=10000,  # ppo: Ziegler et al.'s controller
         gamma=1.0, lam=0.95, vf_coef=0.1, value_clip=0.2, whiten_rewards=False,  # ppo

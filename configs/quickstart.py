@@ -1,4 +1,4 @@
-"""The main job: stdlib corpus -> tokenizer -> pretrain -> SFT -> held-out eval -> report.
+"""The main job: stdlib corpus -> tokenizer -> pretrain -> SFT -> DPO -> GRPO -> pass@k -> report.
 
     python -m codejax.main --config configs/quickstart.py --workdir /tmp/quickstart
     # fine-tune a local HF model instead of pretraining one:
@@ -54,3 +54,7 @@ def _tiny(c):
     q.corpus_max_files, q.sft_max_files, q.vocab_size = 40, 40, 1024
     q.pretrain_steps, q.sft_steps = 10, 10
     q.eval_fraction = 0.1
+    q.task_sft_rows, q.task_pairs = 64, 64
+    q.dpo_steps, q.grpo_steps = 4, 2
+    q.grpo_prompts_per_step, q.grpo_group_size = 4, 4
+    q.eval_samples, q.eval_k = 2, "1,2"

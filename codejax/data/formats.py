@@ -19,9 +19,11 @@ Formats and their loss masks:
 * ``chat``: ``{"messages": [{"role": "system"|"user"|"assistant"|"tool", "content": str}]}``
   rendered by the tokenizer's chat template; only ``role`` and ``content`` are passed on.
 
-For alpaca and prompt_completion the prompt and the completion are tokenized *separately*
-and concatenated, so no BPE merge straddles the boundary (the completion tokens are then
-exactly those a model emits after being given the prompt), and a BOS, if the tokenizer has
+For alpaca and prompt_completion the prompt is tokenized on its own (what the model is given at
+inference) and the completion in context (`encode_completions`: cut out of prompt + completion
+when no token spans the seam, else tokenized as at a line start inside a document), so no BPE
+merge straddles the boundary and the completion tokens are those the model writes after the
+prompt, not the start-of-document split of a text tokenized alone. A BOS, if the tokenizer has
 one, appears once at the start. The mask is 0 on the prompt and 1 on the completion *and* on
 the appended eos: the model must learn to stop. Chat masks come from the template's
 ``{% generation %}`` blocks (``assistant_masks``), which in codejax's ChatML cover each
@@ -50,6 +52,11 @@ ALPACA_PROMPT = (
 ALPACA_PROMPT_NO_INPUT = (
     "Below is an instruction that describes a task. Write a response that appropriately "
     "completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n")
+
+def alpaca_prompt(instruction: str, inp: str = "", template: str | None = None) -> str:
+    """The prompt of an Alpaca row: `template`, else ALPACA_PROMPT (ALPACA_PROMPT_NO_INPUT when input is empty)."""
+    return (template or (ALPACA_PROMPT if inp else ALPACA_PROMPT_NO_INPUT)).format(instruction=instruction, input=inp)
+
 
 # What a parsed row is, per format: text -> str, alpaca/prompt_completion -> (prompt,
 # completion), chat -> list of {"role", "content"} dicts.
@@ -142,8 +149,7 @@ def _parse_row(spec: FormatSpec, row: dict, where: str) -> Parsed:
         instruction = require_string(row, "instruction", where)
         inp = require_string(row, "input", where, allow_empty=True) if "input" in row else ""
         output = require_string(row, "output", where)
-        template = spec.prompt_template or (ALPACA_PROMPT if inp else ALPACA_PROMPT_NO_INPUT)
-        return template.format(instruction=instruction, input=inp), output
+        return alpaca_prompt(instruction, inp, spec.prompt_template), output
     if spec.fmt == "prompt_completion":
         prompt = require_string(row, "prompt", where, allow_empty=True)
         completion = require_string(row, "completion", where)
@@ -188,6 +194,38 @@ def encode_texts(tokenizer, texts: Sequence[str]) -> list[list[int]]:
     return tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
 
 
+def encode_completions(tokenizer, prompts: Sequence[str], completions: Sequence[str],
+                       prompt_ids: Sequence[list[int]]) -> list[list[int]]:
+    """Each completion's ids as it tokenises in context, after its prompt's own ids.
+
+    The prompt is always encoded on its own (`prompt_ids`): that is what the model is given at
+    inference. A completion encoded on its own would tokenise as the start of a document, which
+    can differ from how the same text tokenises inside one (codejax's tokenizer isolates a text's
+    first line, so `):\n    return` splits as '\n', '   ', ' return' instead of '\n   ', ' return';
+    SentencePiece adds a prefix space). So the completion is cut out of a joint encoding:
+    1. prompt + completion, when its ids start with the prompt's ids (no token spans the seam);
+    2. else "\n" + completion the same way: the completion as it tokenises at a line start
+       inside a document;
+    3. else (both merge across the seam) the completion on its own.
+    """
+    n = len(completions)
+    out: list[list[int] | None] = [None] * n
+    newline = encode_texts(tokenizer, ["\n"])[0]
+    for anchors, anchor_ids in ((prompts, prompt_ids), (["\n"] * n, [newline] * n)):
+        todo = [i for i in range(n) if out[i] is None]
+        if not todo:
+            break
+        joint = encode_texts(tokenizer, [anchors[i] + completions[i] for i in todo])
+        for i, ids in zip(todo, joint):
+            head = anchor_ids[i]
+            if ids[:len(head)] == head and len(ids) > len(head):
+                out[i] = ids[len(head):]
+    rest = [i for i in range(n) if out[i] is None]
+    for i, ids in zip(rest, encode_texts(tokenizer, [completions[i] for i in rest])):
+        out[i] = ids
+    return out
+
+
 def _example(ids: list[int], mask: list[int]) -> Example:
     return np.asarray(ids, dtype=np.int32), np.asarray(mask, dtype=np.uint8)
 
@@ -203,7 +241,7 @@ def tokenize_parsed(spec: FormatSpec, tokenizer, parsed: Sequence[Parsed]) -> li
                 for ids in encode_texts(tokenizer, parsed)]
     if spec.fmt in ("alpaca", "prompt_completion"):
         prompts = encode_texts(tokenizer, [p for p, _ in parsed])
-        completions = encode_texts(tokenizer, [c for _, c in parsed])
+        completions = encode_completions(tokenizer, [p for p, _ in parsed], [c for _, c in parsed], prompts)
         return [_example(bos + p + c + [eos], [0] * (len(bos) + len(p)) + [1] * (len(c) + 1))
                 for p, c in zip(prompts, completions)]
     return _tokenize_chats(tokenizer, parsed)

@@ -10,8 +10,9 @@ Accepted rows (TRL's preference formats; field names from config.preference):
   is the longest run of leading messages the two share, which must end before an assistant turn;
 * ``{"chosen": str, "rejected": str}``: an empty prompt.
 
-Tokenization follows the SFT formats (codejax.data.formats): text prompts and completions are
-tokenized *separately* (no BPE merge across the boundary; a BOS, if any, once at the start)
+Tokenization follows the SFT formats (codejax.data.formats): a text prompt is tokenized on its
+own and each completion in context (`encode_completions`; no BPE merge across the boundary, a
+BOS, if any, once at the start)
 and the completion ends with EOS; chat rows are rendered by the tokenizer's chat template, the
 prompt with the generation prompt appended, and the loss mask is the template's assistant
 mask on the tokens after the prompt. A template that does not render the prompt as a prefix
@@ -41,7 +42,7 @@ import numpy as np
 from codejax.data import errors, sources
 from codejax.data.builtin import BUILTIN
 from codejax.data.errors import DataError, SkipPolicy
-from codejax.data.formats import encode_texts, parse_messages, require_string
+from codejax.data.formats import encode_completions, encode_texts, parse_messages, require_string
 from codejax.data.packing import ROW_KEYS, pad_row, padding_row, to_training_row
 from codejax.data.pipeline import READ_OPTIONS, StateCheckedIterDataset, mixed_seed, read_checked
 
@@ -132,8 +133,10 @@ def tokenize_pairs(tokenizer, parsed: list[tuple], wheres: list[str]) -> list[Pa
     text = [i for i, p in enumerate(parsed) if isinstance(p[1], str)]
     chat = [i for i, p in enumerate(parsed) if not isinstance(p[1], str)]
     if text:
-        prompts = encode_texts(tokenizer, [parsed[i][0] for i in text])
-        completions = {side: encode_texts(tokenizer, [parsed[i][k] for i in text]) for k, side in enumerate(SIDES, 1)}
+        prompt_texts = [parsed[i][0] for i in text]
+        prompts = encode_texts(tokenizer, prompt_texts)
+        completions = {side: encode_completions(tokenizer, prompt_texts, [parsed[i][k] for i in text], prompts)
+                       for k, side in enumerate(SIDES, 1)}
         for j, i in enumerate(text):
             c, r = completions["chosen"][j] + [eos], completions["rejected"][j] + [eos]
             out[i] = Pair(np.asarray(bos + prompts[j], np.int32), np.asarray(c, np.int32), np.ones(len(c), np.uint8),

@@ -92,7 +92,7 @@ def _token_mean(x, mask):
 
 def clipped_policy_loss(logp, old_logp, advantages, mask, clip_eps: float = 0.2,
                         clip_eps_high: float | None = None, loss_agg: str = "grpo",
-                        max_tokens: int | None = None, num_items=None):
+                        max_tokens: int | None = None, num_items=None, token_weights=None):
     """PPO's clipped surrogate, aggregated over tokens; returns (loss, metrics).
 
         ratio  = exp(logp - old_logp)
@@ -102,6 +102,9 @@ def clipped_policy_loss(logp, old_logp, advantages, mask, clip_eps: float = 0.2,
     eps_high > eps_low). advantages: [batch] (one per sequence, broadcast over its tokens)
     or [batch, T]. Aggregation: see `aggregate`. The gradient is zero on tokens clipped in
     the advantage's direction (ratio > 1 + eps_high with A > 0, ratio < 1 - eps_low with A < 0).
+
+    token_weights [batch, T] (no gradient) scale each token's surrogate: the truncated importance
+    weights min(pi_old / pi_sampler, cap) when the sampler's log-probs differ from the trainer's.
 
     metrics (token means over the mask, no gradient): clip_frac/low and clip_frac/high
     (tokens clipped at each side, as counted above), clip_frac/region (either), ratio/mean,
@@ -118,6 +121,8 @@ def clipped_policy_loss(logp, old_logp, advantages, mask, clip_eps: float = 0.2,
     unclipped = ratio * advantages
     clipped = jnp.clip(ratio, 1.0 - eps_low, 1.0 + eps_high) * advantages
     per_token = -jnp.minimum(unclipped, clipped)
+    if token_weights is not None:
+        per_token = per_token * jax.lax.stop_gradient(_masked(token_weights.astype(jnp.float32), mask))
     loss = aggregate(per_token, mask, loss_agg, max_tokens, num_items)
 
     ratio_sg, adv = jax.lax.stop_gradient(ratio), jax.lax.stop_gradient(advantages)
@@ -133,19 +138,42 @@ def clipped_policy_loss(logp, old_logp, advantages, mask, clip_eps: float = 0.2,
     return loss, metrics
 
 
-def group_advantages(rewards, group_size: int, eps: float = 1e-4, scale: bool = True):
-    """GRPO advantages: (r - mean of its group) / (std of its group + eps), groups of consecutive rows.
+SCALE_REWARDS = ("group", "batch", "none")
 
-    rewards [n_groups * group_size] -> same shape. NaN rewards (a failed reward
-    call) are ignored by the group statistics (nanmean / nanstd) and get
-    advantage 0. With scale=False (Dr. GRPO) the std division is skipped.
+
+def _finite_std(x, valid, axis, keepdims):
+    """The sample standard deviation (ddof=1, as torch.std) of x where valid; 0 with fewer than two values."""
+    n = jnp.sum(valid, axis=axis, keepdims=True)
+    mean = jnp.sum(jnp.where(valid, x, 0.0), axis=axis, keepdims=True) / jnp.maximum(n, 1)
+    ss = jnp.sum(jnp.where(valid, jnp.square(x - mean), 0.0), axis=axis, keepdims=True)
+    std = jnp.sqrt(ss / jnp.maximum(n - 1, 1))
+    return std if keepdims else jnp.squeeze(std, axis)
+
+
+def group_advantages(rewards, group_size: int, eps: float = 1e-4, scale: str = "group"):
+    """GRPO advantages over groups of `group_size` consecutive rows: r minus its group's mean,
+    divided by a standard deviation (+ eps) that `scale` picks, as TRL's `scale_rewards`:
+
+        group   the std of its group (the GRPO paper)
+        batch   the std of the whole batch; the group means still centre (TRL's "batch")
+        none    no division (Dr. GRPO)
+
+    Both stds are sample stds (ddof=1, torch.std's and so TRL's). rewards [n_groups * group_size]
+    -> same shape. NaN rewards (a failed reward call) are left out of every statistic and get
+    advantage 0; so does every row of a group with fewer than two finite rewards (no baseline).
     """
-    groups = rewards.reshape(-1, group_size)
-    mean = jnp.nanmean(groups, axis=1, keepdims=True)
+    if scale not in SCALE_REWARDS:
+        raise ValueError(f"scale={scale!r}; expected one of {SCALE_REWARDS}")
+    groups = rewards.astype(jnp.float32).reshape(-1, group_size)
+    valid = ~jnp.isnan(groups)
+    n = jnp.sum(valid, axis=1, keepdims=True)
+    mean = jnp.sum(jnp.where(valid, groups, 0.0), axis=1, keepdims=True) / jnp.maximum(n, 1)
     centred = groups - mean
-    if scale:
-        centred = centred / (jnp.nanstd(groups, axis=1, keepdims=True) + eps)
-    return jnp.nan_to_num(centred, nan=0.0).reshape(rewards.shape)
+    if scale == "group":
+        centred = centred / (_finite_std(groups, valid, 1, True) + eps)
+    elif scale == "batch":
+        centred = centred / (_finite_std(groups.reshape(-1), valid.reshape(-1), 0, False) + eps)
+    return jnp.where(valid & (n >= 2), centred, 0.0).reshape(rewards.shape)
 
 
 def zero_spread_fraction(rewards, group_size: int) -> jax.Array:

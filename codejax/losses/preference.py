@@ -14,6 +14,7 @@ these are `reward` and `dpo` (codejax/objectives/reward.py and dpo.py).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 
 import jax
@@ -49,32 +50,47 @@ def _hinge(h, beta, e):
     return jax.nn.relu(1 - beta * h)
 
 
-# Reference-free losses: f(avg_c, avg_r, beta, gamma) of the length-normalised log-probs pi / len.
-def _simpo(avg_c, avg_r, beta, gamma):
-    return -jax.nn.log_sigmoid(beta * (avg_c - avg_r) - gamma)
+# Reference-free losses: f(avg_c, avg_r, beta, gamma, e) of the length-normalised log-probs pi / len.
+def _simpo(avg_c, avg_r, beta, gamma, e):
+    h = beta * (avg_c - avg_r) - gamma
+    return -(1 - e) * jax.nn.log_sigmoid(h) - e * jax.nn.log_sigmoid(-h)  # label smoothing as TRL's SimPO
 
 
-def _orpo(avg_c, avg_r, beta, gamma):
-    # log(p / (1 - p)) with log p = avg: avg - log(1 - exp(avg)), stable for avg < 0.
-    log_odds = (avg_c - jnp.log1p(-jnp.exp(avg_c))) - (avg_r - jnp.log1p(-jnp.exp(avg_r)))
+_LOG2 = math.log(2.0)
+
+
+def log1mexp(x):
+    """log(1 - exp(x)) for x <= 0, accurate at both ends (Maechler 2012): log(-expm1(x)) above -log 2,
+    log1p(-exp(x)) below. Each branch sees only inputs it is finite on, so the unused branch of the
+    `where` cannot put a NaN into the gradient; x = 0 (p = 1) is clipped to the smallest negative float."""
+    x = jnp.minimum(x, -jnp.finfo(jnp.result_type(x, jnp.float32)).tiny)
+    near_zero = x > -_LOG2
+    return jnp.where(near_zero, jnp.log(-jnp.expm1(jnp.maximum(x, -_LOG2))),
+                     jnp.log1p(-jnp.exp(jnp.minimum(x, -_LOG2))))
+
+
+def _orpo(avg_c, avg_r, beta, gamma, e):
+    # log(p / (1 - p)) with log p = avg: avg - log(1 - exp(avg)).
+    log_odds = (avg_c - log1mexp(avg_c)) - (avg_r - log1mexp(avg_r))
     return -jax.nn.log_sigmoid(log_odds)
 
 
 @dataclasses.dataclass(frozen=True)
 class DPOLossType:
-    loss: Callable  # f(h, beta, label_smoothing), or f(avg_c, avg_r, beta, simpo_gamma) when reference_free
+    loss: Callable  # f(h, beta, label_smoothing), or f(avg_c, avg_r, beta, simpo_gamma, label_smoothing) when reference_free
     reference_free: bool = False  # compares length-normalised policy log-probs; no reference model
     chosen_nll: bool = False  # the objective adds NLL(chosen) (ORPO: NLL + orpo_alpha * loss)
     max_label_smoothing: float = 1.0  # label_smoothing must lie in [0, this)
+    smoothing: bool = True  # the loss reads label_smoothing; where False a non-zero one is an error, not ignored
 
 
 DPO_LOSS_TYPES: dict[str, DPOLossType] = {
     "sigmoid": DPOLossType(_sigmoid),  # DPO; label_smoothing gives cDPO
-    "ipo": DPOLossType(_ipo),
-    "hinge": DPOLossType(_hinge),
+    "ipo": DPOLossType(_ipo, smoothing=False),
+    "hinge": DPOLossType(_hinge, smoothing=False),
     "robust": DPOLossType(_robust, max_label_smoothing=0.5),  # divides by 1 - 2e
     "simpo": DPOLossType(_simpo, reference_free=True),
-    "orpo": DPOLossType(_orpo, reference_free=True, chosen_nll=True),
+    "orpo": DPOLossType(_orpo, reference_free=True, chosen_nll=True, smoothing=False),
 }
 DPO_LOSSES = tuple(DPO_LOSS_TYPES)
 
@@ -87,23 +103,32 @@ def get_dpo_loss(loss_type: str) -> DPOLossType:
 
 
 def dpo_loss(pi_c, pi_r, ref_c=None, ref_r=None, *, beta: float = 0.1, loss_type: str = "sigmoid",
-             label_smoothing: float = 0.0, len_c=None, len_r=None, simpo_gamma: float = 0.5):
-    """Per-pair losses [batch] of the DPO family.
+             label_smoothing: float = 0.0, len_c=None, len_r=None, simpo_gamma: float = 0.5,
+             length_norm: bool = False):
+    """Per-pair losses [batch] of the DPO family; h = (pi_c - ref_c) - (pi_r - ref_r).
 
     sigmoid  -(1-e) log s(b h) - e log s(-b h)     (DPO; e = label_smoothing gives cDPO)
     robust   (-(1-e) log s(b h) + e log s(-b h)) / (1 - 2e)   (unbiased under label noise e)
     ipo      (h - 1/(2b))^2
     hinge    max(0, 1 - b h)
-    simpo    -log s(b (pi_c/len_c - pi_r/len_r) - gamma)      (reference-free, length-normalised)
+    simpo    -(1-e) log s(z) - e log s(-z), z = b (pi_c/len_c - pi_r/len_r) - gamma
+             (reference-free, length-normalised; label smoothing as TRL's)
     orpo     -log s(log odds_c - log odds_r), odds = p/(1-p), p = exp(pi/len)   (reference-free; the
              full ORPO objective is NLL(chosen) + lambda * this, assembled by the caller)
+
+    length_norm: h from per-token log-probs (each of pi and ref divided by its completion's
+    length), as TRL's and the IPO authors' IPO; needs len_c and len_r.
     """
     row = get_dpo_loss(loss_type)
+    if (row.reference_free or length_norm) and (len_c is None or len_r is None):
+        raise ValueError(f"loss_type={loss_type!r} (length_norm={length_norm}) needs the completion lengths "
+                         "len_c and len_r")
     if row.reference_free:
-        if len_c is None or len_r is None:
-            raise ValueError(f"loss_type={loss_type!r} needs the completion lengths len_c and len_r")
         avg_c, avg_r = pi_c / jnp.maximum(len_c, 1.0), pi_r / jnp.maximum(len_r, 1.0)
-        return row.loss(avg_c, avg_r, beta, simpo_gamma)
+        return row.loss(avg_c, avg_r, beta, simpo_gamma, label_smoothing)
+    if length_norm:
+        len_c, len_r = jnp.maximum(len_c, 1.0), jnp.maximum(len_r, 1.0)
+        pi_c, ref_c, pi_r, ref_r = pi_c / len_c, ref_c / len_c, pi_r / len_r, ref_r / len_r
     return row.loss((pi_c - ref_c) - (pi_r - ref_r), beta, label_smoothing)
 
 

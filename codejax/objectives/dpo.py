@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from codejax.data.pairs import batch_rows, both_sides, padding_pair
-from codejax.losses import dpo_loss, get_dpo_loss, sequence_logprobs
+from codejax.losses import DPO_LOSS_TYPES, dpo_loss, get_dpo_loss, sequence_logprobs
 from codejax.objectives.variables import policy_view, reference_view
 
 
@@ -27,6 +27,9 @@ def check_preference_config(pc) -> None:
         row = get_dpo_loss(pc.loss_type)
     except ValueError as e:
         raise ValueError(f"preference.{e}") from None
+    if pc.label_smoothing and not row.smoothing:
+        raise ValueError(f"preference.label_smoothing={pc.label_smoothing}: loss_type={pc.loss_type!r} has no label "
+                         f"smoothing (it applies to {[n for n, r in DPO_LOSS_TYPES.items() if r.smoothing]}); set it to 0")
     if not 0 <= pc.label_smoothing < row.max_label_smoothing:
         raise ValueError(f"preference.label_smoothing must be in [0, {row.max_label_smoothing}) for the "
                          f"{pc.loss_type} loss, got {pc.label_smoothing}")
@@ -49,24 +52,32 @@ def dpo_loss_fn(model, pc):
     """`loss_fn(variables, batch, rng)` for config.preference `pc` (loss_type, beta, ...)."""
     loss_type, beta = pc.loss_type, pc.beta
     row = get_dpo_loss(loss_type)
+    length_norm = loss_type == "ipo" and pc.ipo_length_norm
 
     def loss_fn(variables, batch, rng):
         rngs = {} if rng is None else {"dropout": rng}
         (pi_c, pi_r), (len_c, len_r), logits = pair_logprobs(model, policy_view(variables), batch, rngs)
         valid = ((len_c > 0) & (len_r > 0)).astype(jnp.float32)  # padding pairs: 0
         if row.reference_free:
-            # Their implicit rewards are beta x the length-normalised log-probs (as TRL reports them).
+            # Their implicit rewards are the length-normalised log-probs times the loss's own scale
+            # (SimPO: beta; ORPO: lambda = orpo_alpha), as TRL reports them.
             ref_c = ref_r = None
-            rew_c, rew_r = beta * pi_c / jnp.maximum(len_c, 1), beta * pi_r / jnp.maximum(len_r, 1)
+            scale = pc.orpo_alpha if row.chosen_nll else beta
+            rew_c, rew_r = scale * pi_c / jnp.maximum(len_c, 1), scale * pi_r / jnp.maximum(len_r, 1)
         else:
             if "ref_chosen" in batch:
                 ref_c, ref_r = batch["ref_chosen"], batch["ref_rejected"]
             else:
                 (ref_c, ref_r), _, _ = pair_logprobs(model, reference_view(variables), batch)
                 ref_c, ref_r = jax.lax.stop_gradient(ref_c), jax.lax.stop_gradient(ref_r)
-            rew_c, rew_r = beta * (pi_c - ref_c), beta * (pi_r - ref_r)
+            if length_norm:  # IPO on per-token log-ratios: its rewards are too (as TRL's)
+                n_c, n_r = jnp.maximum(len_c, 1), jnp.maximum(len_r, 1)
+                rew_c, rew_r = beta * (pi_c - ref_c) / n_c, beta * (pi_r - ref_r) / n_r
+            else:
+                rew_c, rew_r = beta * (pi_c - ref_c), beta * (pi_r - ref_r)
         losses = dpo_loss(pi_c, pi_r, ref_c, ref_r, beta=beta, loss_type=loss_type,
-                          label_smoothing=pc.label_smoothing, len_c=len_c, len_r=len_r, simpo_gamma=pc.simpo_gamma)
+                          label_smoothing=pc.label_smoothing, len_c=len_c, len_r=len_r, simpo_gamma=pc.simpo_gamma,
+                          length_norm=length_norm)
         sums = {"rewards/chosen": jnp.sum(valid * rew_c), "rewards/rejected": jnp.sum(valid * rew_r),
                 "rewards/margin": jnp.sum(valid * (rew_c - rew_r)), "rewards/accuracy": jnp.sum(valid * (rew_c > rew_r)),
                 "logps/chosen": jnp.sum(valid * pi_c), "logps/rejected": jnp.sum(valid * pi_r)}

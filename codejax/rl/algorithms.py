@@ -84,7 +84,7 @@ def _sequence_kl(batch: dict) -> dict[str, float]:
 
 
 def group_normalised(batch: dict, rewards: np.ndarray, rc, kl_coef: float):
-    """GRPO: (r - group mean) / (group std + eps), or only centred with rl.scale_rewards=False (Dr. GRPO)."""
+    """GRPO: (r - group mean) / (std + eps), the std of the group or the batch, or none (Dr. GRPO): rl.scale_rewards."""
     rewards = jnp.asarray(rewards)
     adv = group_advantages(rewards, rc.group_size, scale=rc.scale_rewards)
     metrics = {"train/zero_spread_fraction": float(zero_spread_fraction(rewards, rc.group_size)), **_sequence_kl(batch)}
@@ -100,9 +100,13 @@ def leave_one_out(batch: dict, rewards: np.ndarray, rc, kl_coef: float):
 
 
 def generalised_advantages(batch: dict, rewards: np.ndarray, rc, kl_coef: float):
-    """PPO: per-token rewards (-kl_coef x KL each token, the score at the last), GAE, whitened advantages."""
-    rewards = np.nan_to_num(rewards, nan=0.0)  # a completion no reward applies to scores 0
-    mask = batch["mask"]
+    """PPO: per-token rewards (-kl_coef x KL each token, the score at the last), GAE, whitened advantages.
+
+    A completion whose reward is NaN (a failed or inapplicable reward) leaves the loss, as in GRPO and
+    RLOO: its mask row becomes 0, so it moves neither the policy, the value head nor the whitening."""
+    missing = np.isnan(rewards)
+    rewards = np.where(missing, 0.0, rewards)
+    mask = batch["mask"] * ~missing[:, None]
     lengths = mask.sum(1).astype(int)
     token_rewards = np.zeros_like(mask)
     metrics = {}
@@ -120,7 +124,9 @@ def generalised_advantages(batch: dict, rewards: np.ndarray, rc, kl_coef: float)
                        rc.lam)
     adv = whiten(adv, jnp.asarray(mask))
     metrics["train/value_mean"] = token_mean(batch["old_values"], mask)
-    return {"advantages": np.asarray(adv, np.float32), "returns": np.asarray(returns, np.float32)}, metrics
+    metrics["train/reward_missing_fraction"] = float(missing.mean())
+    return {"advantages": np.asarray(adv, np.float32), "returns": np.asarray(returns, np.float32),
+            "mask": mask.astype(batch["mask"].dtype)}, metrics
 
 
 # ------------------------------------------------------------------ PPO's value function

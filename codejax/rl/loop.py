@@ -34,12 +34,12 @@ import jax
 import numpy as np
 
 from codejax.generate import SamplingParams, generate
-from codejax.losses import AdaptiveKLController, FixedKLController
-from codejax.objectives.policy import completion_logprobs
+from codejax.losses import KL_ESTIMATORS, LOSS_AGGS, SCALE_REWARDS, AdaptiveKLController, FixedKLController
+from codejax.objectives.policy import add_sampler_logprobs, add_token_share, completion_logprobs
 from codejax.objectives.variables import ModelVariables, combine, policy_view, reference_view
 from codejax.parallel import Parallel
 from codejax.rl.algorithms import get_algorithm
-from codejax.rl.rollout import RewardSpec, rollout_batch
+from codejax.rl.rollout import RewardSpec, rollout_batch, sampler_logprobs
 from codejax.train.optim import make_optimizer
 from codejax.train.run import Run
 from codejax.train.step import make_train_step
@@ -200,7 +200,12 @@ class CompletionLog:
 def check_rl_config(config, algorithm, par: Parallel | None) -> int:
     """Fail before any work on batch shapes that cannot work; returns the minibatch size."""
     rc = config.rl
+    for field, allowed in (("loss_agg", LOSS_AGGS), ("scale_rewards", SCALE_REWARDS), ("kl_estimator", KL_ESTIMATORS)):
+        if rc[field] not in allowed:
+            raise ValueError(f"rl.{field}={rc[field]!r}; expected one of {', '.join(allowed)}")
     n_rollouts = rc.prompts_per_step * rc.group_size
+    if rc.tis_cap < 0 or 0 < rc.tis_cap < 1:
+        raise ValueError(f"rl.tis_cap={rc.tis_cap}: the importance-weight cap must be >= 1 (TRL's default 2.0), or 0 = off")
     if rc.minibatches < 1 or n_rollouts % rc.minibatches:
         raise ValueError(f"rl.prompts_per_step x rl.group_size = {n_rollouts} rollouts do not split into "
                          f"rl.minibatches={rc.minibatches}")
@@ -299,9 +304,13 @@ def run_rl(config, workdir: str, inputs: RLInputs) -> tuple[dict, dict]:
                 batch["mask"][np.asarray([r == "length" for r in samples.finish_reasons])] = 0.0
             batch.update(jax.device_get(score(run.state["params"], run.frozen, batch)))
             metrics = reward_metrics("train", total, parts, samples)
+            batch, logprob_metrics = add_sampler_logprobs(batch, sampler_logprobs(samples.logprobs, max_new), rc.tis_cap)
+            metrics.update(logprob_metrics)
             metrics["train/time/sampling_s"] = t_sample
             advantages, adv_metrics = algorithm.advantages(batch, total, rc, kl.value)
             batch.update(advantages)
+            if rc.loss_agg == "dapo":
+                batch = add_token_share(batch)
             metrics.update(adv_metrics)
 
             rng = np.random.default_rng([config.seed, 7, step])  # per step, so a resumed run shuffles alike

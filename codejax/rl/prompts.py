@@ -23,18 +23,29 @@ def _held_out(text: str, seed: int, fraction: float) -> bool:
     return int.from_bytes(digest[:8], "big") / 2.0 ** 64 < fraction
 
 
+def read_prompt_rows(paths: str) -> list[dict]:
+    """The checked prompt rows of comma-separated files: a bad row or test names its file and line."""
+    rows = []
+    for where, row in sources.read_rows(sources.split_paths(paths)):
+        if isinstance(row, DataError):
+            raise row
+        require_string(row, "prompt", where)
+        if row.get("tests") is not None:  # a broken test would score every completion 0, mid-run
+            test_blocks(row["tests"], row.get("entry_point") or "", row.get("setup") or "", where)
+        rows.append(row)
+    return rows
+
+
 def load_prompt_rows(config) -> tuple[list[dict], list[dict]]:
-    """(train, eval) prompt rows; identical prompts always land on the same side."""
+    """(train, eval) prompt rows: rl.eval_prompts_path's rows are the eval set when given, else
+    rl.eval_fraction of the prompts is held out (identical prompts always land on the same side)."""
     rc = config.rl
+    if rc.eval_prompts_path:
+        if not rc.prompts_path:
+            raise ValueError("rl.eval_prompts_path is set but rl.prompts_path is not: give the training prompts too")
+        return read_prompt_rows(rc.prompts_path), read_prompt_rows(rc.eval_prompts_path)
     if rc.prompts_path:
-        rows = []
-        for where, row in sources.read_rows(sources.split_paths(rc.prompts_path)):
-            if isinstance(row, DataError):
-                raise row
-            require_string(row, "prompt", where)
-            if row.get("tests") is not None:  # a broken test would score every completion 0, mid-run
-                test_blocks(row["tests"], row.get("entry_point") or "", row.get("setup") or "", where)
-            rows.append(row)
+        rows = read_prompt_rows(rc.prompts_path)
     elif rc.builtin_task in ENVIRONMENTS:
         rows = ENVIRONMENTS[rc.builtin_task](ENVIRONMENT_SIZE, seed=config.seed)
     else:

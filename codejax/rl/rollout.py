@@ -47,6 +47,15 @@ def rollout_batch(prompt_ids: Sequence[Sequence[int]], completions: Sequence[Seq
             "segment_ids": valid[:, :-1].astype(np.int32), "mask": mask}
 
 
+def sampler_logprobs(logprobs: Sequence[Sequence[float]], max_new_tokens: int) -> np.ndarray:
+    """[N, T] the sampler's log-prob of each completion token (0 past the end), in rollout_batch's layout."""
+    out = np.zeros((len(logprobs), max_new_tokens), np.float32)
+    for i, lp in enumerate(logprobs):
+        lp = list(lp)[:max_new_tokens]
+        out[i, :len(lp)] = lp
+    return out
+
+
 # ----------------------------------------------------------------------------------- rewards
 
 @dataclasses.dataclass

@@ -45,9 +45,11 @@ CHANGE_CLASSES: tuple[tuple[str, str], ...] = (
     ("preference.max_prompt_len", INCOMPATIBLE), ("preference.*", ALLOWED),
     ("rl.sandbox_*", RESUMABLE), ("rl.log_completions", RESUMABLE),
     ("rl.prompts_path", INCOMPATIBLE), ("rl.builtin_task", INCOMPATIBLE), ("rl.eval_fraction", INCOMPATIBLE),
-    ("rl.algorithm", INCOMPATIBLE), ("rl.value_head", INCOMPATIBLE), ("rl.chat", INCOMPATIBLE),
+    ("rl.eval_prompts_path", INCOMPATIBLE), ("rl.algorithm", INCOMPATIBLE), ("rl.value_head", INCOMPATIBLE), ("rl.chat", INCOMPATIBLE),
     ("rl.*", ALLOWED),
-    ("quickstart.*", INCOMPATIBLE), ("data_pipeline.*", INCOMPATIBLE),
+    # Only job `quickstart` reads its section (JOB_CLASSES): its stages get what they use through
+    # their own fields, so a finished stage is not refused over, say, quickstart.grpo_steps.
+    ("quickstart.*", RESUMABLE), ("data_pipeline.*", INCOMPATIBLE),
     ("job", INCOMPATIBLE), ("seed", INCOMPATIBLE),
     ("*", ALLOWED),
 )
@@ -56,7 +58,12 @@ CHANGE_CLASSES: tuple[tuple[str, str], ...] = (
 _OUTPUT_JOB = (("train.progress_bar", RESUMABLE), ("train.verbosity", RESUMABLE),
                ("train.allow_config_change", RESUMABLE), ("parallel.*", RESUMABLE), ("eval.workers", RESUMABLE),
                ("data_pipeline.workers", RESUMABLE), ("*", INCOMPATIBLE))
-JOB_CLASSES: dict[str, tuple[tuple[str, str], ...]] = {"eval": _OUTPUT_JOB, "data": _OUTPUT_JOB}
+JOB_CLASSES: dict[str, tuple[tuple[str, str], ...]] = {
+    "eval": _OUTPUT_JOB, "data": _OUTPUT_JOB,
+    # The stages' data and results are cached in the workdir: other settings would mix two runs.
+    "quickstart": (("train.progress_bar", RESUMABLE), ("train.verbosity", RESUMABLE), ("quickstart.*", INCOMPATIBLE),
+                   *CHANGE_CLASSES),
+}
 
 
 @dataclasses.dataclass(frozen=True)

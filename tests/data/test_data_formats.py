@@ -59,11 +59,36 @@ def test_alpaca_weights_exactly_the_output_and_eos(tok):
     assert tok.decode(row["targets"][row["weights"] == 0]) == tok.decode(ids[1:][mask[1:] == 0])
 
 
+def _in_document(tok, text):
+    """How `text` tokenises inside a document, at a line start (after a first line of its own)."""
+    head = tok("# header\n")["input_ids"]
+    ids = tok("# header\n" + text)["input_ids"]
+    assert ids[:len(head)] == head
+    return ids[len(head):]
+
+
 def test_alpaca_is_prompt_ids_plus_output_ids_plus_eos(tok):
     ids, _ = _example(tok, "alpaca", LCS)
     prompt = ALPACA_PROMPT.format(instruction=LCS["instruction"], input=LCS["input"])
-    expected = tok(prompt)["input_ids"] + tok(LCS["output"])["input_ids"] + [tok.eos_token_id]
+    expected = tok(prompt)["input_ids"] + _in_document(tok, LCS["output"]) + [tok.eos_token_id]
     assert ids.tolist() == expected
+
+
+def test_completion_tokens_match_how_the_text_tokenizes_inside_a_document(tok):
+    """The seam: a multi-line completion tokenised on its own splits its first line break as the
+    start of a document does ('\n', '   ', ' return'); in training it must be what the model sees
+    and writes inside a document ('\n   ', ' return')."""
+    row = {"prompt": "Write abs.\n### Response:\n", "completion": "def f(x):\n    return -x if x < 0 else x"}
+    ids, mask = _example(tok, "prompt_completion", row)
+    prompt, completion = ids[mask == 0].tolist(), ids[mask == 1][:-1].tolist()
+    assert prompt == tok(row["prompt"])["input_ids"]  # the prompt exactly as the model gets it at inference
+    assert completion == _in_document(tok, row["completion"])
+    assert completion != tok(row["completion"])["input_ids"]  # alone it tokenises differently: the bug
+    assert tok.decode(completion) == row["completion"]
+    # A completion that continues the prompt's last line is cut out of prompt + completion.
+    ids, mask = _example(tok, "prompt_completion", {"prompt": "def f(x):\n    return x", "completion": " + 3\n"})
+    joint = tok("def f(x):\n    return x + 3\n")["input_ids"]
+    assert ids[:-1].tolist() == joint and mask.sum() == len(joint) - len(tok("def f(x):\n    return x")["input_ids"]) + 1
 
 
 def test_prompt_and_completion_are_tokenized_separately(tok):

@@ -50,6 +50,39 @@ def test_quickstart_tiny_end_to_end(tmp_path):
     assert model.cfg.vocab_size == figures["tokenizer"]["vocab_size"]
     assert transformers.AutoTokenizer.from_pretrained(exported).eos_token == "<|endoftext|>"
 
+    # The alignment stages: the task's rows joined SFT; DPO starts from the SFT export, GRPO from
+    # DPO's; every stage's model is scored on held-out problems no stage trained on.
+    q = config.quickstart
+    assert figures["sft_data"]["task_rows"] == q.task_sft_rows
+    assert json.loads((tmp_path / "dpo" / "config.json").read_text())["model"]["hf_path"] == str(exported)
+    assert json.loads((tmp_path / "grpo" / "config.json").read_text())["model"]["hf_path"] == \
+        str(tmp_path / "dpo" / "hf_model")
+    assert figures["dpo"]["steps"] == q.dpo_steps and figures["grpo"]["steps"] == q.grpo_steps
+    grpo_rows = [json.loads(line) for line in (tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()]
+    assert any("eval/reward" in r for r in grpo_rows) and any("train/reward" in r for r in grpo_rows)
+    def docs(name):
+        return {json.loads(line)["prompt"].split('"""')[1]
+                for line in (tmp_path / "task" / f"{name}.jsonl").read_text().splitlines()}
+    assert docs("problems") == docs("prompts_eval")
+    assert not docs("problems") & (docs("prompts_train") | docs("pairs_train"))
+    assert set(figures["eval"]) == {"pretrain", "sft", "dpo", "grpo"}
+    for stage, result in figures["eval"].items():
+        summary = json.loads((tmp_path / "eval" / stage / "summary.json").read_text())
+        assert summary["problems_scored"] == figures["task"]["problems"]
+        assert summary["samples"] == figures["task"]["problems"] * q.eval_samples
+        assert result["pass_at_k"] == summary["pass_at_k"] and set(result["pass_at_k"]) == {"pass@1", "pass@2"}
+        assert f"| {stage} | " in report
+    assert "## Alignment on the arithmetic-function task" in report and "### Sample completions" in report
+    assert "![GRPO reward](grpo/plots/reward.png)" in report and (tmp_path / "grpo" / "plots" / "reward.png").exists()
+    assert json.loads((tmp_path / "summary.json").read_text())["report"] == str(tmp_path / "report.md")
+
+    # A rerun skips every finished stage: nothing is trained or scored again.
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/summary.json")}
+    before.update({p: p.stat().st_mtime_ns for p in tmp_path.glob("eval/*/summary.json")})
+    again = get_job("quickstart")(config, str(tmp_path))
+    assert again["eval"] == figures["eval"]
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+
 
 @pytest.mark.slow
 def test_quickstart_fine_tunes_a_local_hf_model_instead_of_pretraining(tmp_path):
@@ -62,6 +95,8 @@ def test_quickstart_fine_tunes_a_local_hf_model_instead_of_pretraining(tmp_path)
     config = load_config_file(f"{ROOT / 'configs' / 'quickstart.py'}:tiny")
     config.train.progress_bar = False
     config.model.hf_path = str(tmp_path / "base")
+    config.quickstart.align = False  # stop after SFT (the alignment stages are the test above's)
     figures = get_job("quickstart")(config, str(tmp_path / "run"))
     assert "pretrain" not in figures and not (tmp_path / "run" / "pretrain").exists()
+    assert "dpo" not in figures and not (tmp_path / "run" / "task").exists() and figures["sft_data"]["task_rows"] == 0
     assert figures["sft"]["model"]["family"] == "qwen2" and figures["sft"]["steps"] == config.quickstart.sft_steps

@@ -142,12 +142,33 @@ def test_prompt_files_with_tests_that_do_not_parse_fail_at_load_naming_file_and_
     rows = [{"prompt": "def f(x):", "tests": ["assert f(1) == 2"]}, {"prompt": "def g(x):", "tests": "assert g(1) =="}]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     config = ml_collections.ConfigDict({"seed": 0, "rl": {"prompts_path": str(path), "builtin_task": "",
-                                                          "eval_fraction": 0.0}})
+                                                          "eval_fraction": 0.0, "eval_prompts_path": ""}})
     with pytest.raises(ValueError, match=rf"{path}:2: test 0 \(with its setup\) does not parse"):
         load_prompt_rows(config)
     rows[1]["tests"] = ["assert g(1) == 2"]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert len(load_prompt_rows(config)[0]) == 2
+
+
+def test_eval_prompts_path_is_the_eval_set_and_every_prompt_trains(tmp_path):
+    import json
+
+    import ml_collections
+
+    from codejax.rl.prompts import load_prompt_rows
+    train, held = tmp_path / "train.jsonl", tmp_path / "eval.jsonl"
+    train.write_text("".join(json.dumps({"prompt": f"p{i}", "tests": ["assert True"]}) + "\n" for i in range(20)))
+    held.write_text(json.dumps({"prompt": "q", "tests": ["assert f(1) =="]}) + "\n")
+    rl = {"prompts_path": str(train), "builtin_task": "", "eval_fraction": 0.5, "eval_prompts_path": str(held)}
+    config = ml_collections.ConfigDict({"seed": 0, "rl": rl})
+    with pytest.raises(ValueError, match=rf"{held}:1: test 0"):  # eval rows are checked like training rows
+        load_prompt_rows(config)
+    held.write_text(json.dumps({"prompt": "q", "tests": ["assert True"]}) + "\n")
+    got_train, got_eval = load_prompt_rows(config)
+    assert [r["prompt"] for r in got_train] == [f"p{i}" for i in range(20)] and [r["prompt"] for r in got_eval] == ["q"]
+    config.rl.prompts_path = ""
+    with pytest.raises(ValueError, match="rl.eval_prompts_path is set but rl.prompts_path is not"):
+        load_prompt_rows(config)
 
 
 # ------------------------------------------------------------------ static rewards

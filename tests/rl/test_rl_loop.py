@@ -5,6 +5,7 @@ evaluation, which is what early stopping needs to trigger deterministically.
 """
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -92,6 +93,20 @@ def test_rl_logs_completions_without_duplicates_on_resume_and_plots_rewards(arit
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 1, 1, 2, 2, 2, 3, 3, 3]
     assert "lost work" not in path.read_text()
+    # The sampler's log-probs of the rollout tokens agree with the trainer's (both fp32, same weights).
+    logged = [r for r in read_metrics(str(tmp_path / "metrics.jsonl")) if "train/logprob_diff/max" in r]
+    assert logged and all(0 <= r["train/logprob_diff/mean"] <= r["train/logprob_diff/max"] < 1e-3 for r in logged)
     # GRPO's plots: the reward curves (train and the eval at start), not the LM loss/perplexity set.
     assert sorted(p.name for p in (tmp_path / "plots").glob("*.png")) == [
         "clip_fraction.png", "completion_length.png", "kl.png", "learning_rate.png", "reward.png"]
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("rl.scale_rewards", "groups", "rl.scale_rewards='groups'; expected one of group, batch, none"),
+    ("rl.loss_agg", "token", "rl.loss_agg='token'; expected one of grpo, bnpo, dapo, dr_grpo"),
+    ("rl.tis_cap", 0.5, "rl.tis_cap=0.5: the importance-weight cap must be >= 1"),
+])
+def test_rl_settings_are_checked_before_any_work(arith_dir, tmp_path, field, value, match):
+    config = _config(arith_dir, **{field: value})
+    with pytest.raises(ValueError, match=re.escape(match)):
+        get_job("grpo")(config, str(tmp_path))

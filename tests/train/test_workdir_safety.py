@@ -97,6 +97,11 @@ def test_output_jobs_refuse_any_setting_that_shapes_their_output():
     assert classify("eval.n_samples", "eval") == INCOMPATIBLE and classify("eval.n_samples", "sft") == RESUMABLE
     assert classify("eval.workers", "eval") == RESUMABLE
     assert classify("data_pipeline.seed", "data") == INCOMPATIBLE
+    # The main job's own section: its stages never read it, the main job refuses any change to it.
+    assert classify("quickstart.grpo_steps", "quickstart") == INCOMPATIBLE
+    assert classify("quickstart.grpo_steps", "pretrain") == RESUMABLE
+    assert classify("optim.lr", "quickstart") == ALLOWED and classify("train.steps", "quickstart") == RESUMABLE
+    assert classify("rl.eval_prompts_path", "grpo") == INCOMPATIBLE
 
 
 def test_check_config_change_names_fields_and_the_fix():
