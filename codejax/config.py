@@ -154,9 +154,9 @@ def quickstart_section() -> Section:
         align=True,  # False: stop after SFT
         task_sft_rows=6144,  # task rows mixed into SFT: well-formed answers, the operator right 1/3 of the time
         task_pairs=512,  # DPO pairs: the right operator chosen over a wrong one
-        dpo_steps=30, dpo_lr=2e-5, dpo_beta=0.1,
+        dpo_steps=20, dpo_lr=5e-5, dpo_beta=0.1,
         grpo_steps=15, grpo_lr=1e-4, grpo_prompts_per_step=8, grpo_group_size=8,
-        eval_samples=10, eval_k="1,5", eval_temperature=0.6,  # pass@k of every stage's model
+        eval_samples=5, eval_k="1,5", eval_temperature=0.6,  # pass@k of every stage's model
     ))
 
 
@@ -236,6 +236,7 @@ def rl_section() -> Section:
         # Truncated importance sampling: weight each token's loss by min(pi_old / pi_sampler, cap) when the
         # sampler's log-probs differ from the trainer's (train/logprob_diff/* logs by how much); 0 = off.
         tis_cap=0.0,
+        overlap=False,  # generate + reward step k+1 while step k updates (one step off-policy; tis_cap 2.0 if 0)
         kl_coef=0.0, kl_estimator="k3",  # k1 | k3 (| k2); grpo adds beta*KL to the loss, ppo to the reward
         adaptive_kl=False, kl_target=6.0, kl_horizon=10000,  # ppo: Ziegler et al.'s controller
         gamma=1.0, lam=0.95, vf_coef=0.1, value_clip=0.2, whiten_rewards=False,  # ppo

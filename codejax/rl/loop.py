@@ -15,6 +15,15 @@ coefficient, SIGTERM, non-finite checks, early stopping on eval/reward, the summ
 run scaffold's (codejax/train/run.py). Held-out prompts are scored greedily every
 `train.eval_every` steps (eval/reward, the usual best-checkpoint metric).
 
+With `rl.overlap` the rollouts of step k+1 are generated and rewarded in a background thread
+while step k updates (one-step off-policy, as AReaL / verl's one-step-off async). Those
+rollouts come from the weights before step k's update; the score pass computes old_logp under
+the updated weights, and truncated importance sampling (rl.tis_cap, 2.0 when left at 0)
+corrects the gap to the sampler. The prompt stream is checkpointed as consumed, so a resumed
+run trains on the same prompts, but its first step's rollouts are on-policy (the pre-update
+weights are not saved): resume is exact without overlap only. Every step logs the split
+train/time/{generation,reward,score,update,wait}_s.
+
 Every logged step also appends `rl.log_completions` of its completions, with their rewards,
 to WORKDIR/completions.jsonl (TRL's log_completions), and a policy that stops learning (every
 group's rewards equal, or a zero gradient, STALL_STEPS steps in a row) gets a warning saying
@@ -22,6 +31,7 @@ what to change.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import logging
@@ -31,6 +41,7 @@ import time
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from codejax.generate import SamplingParams, generate
@@ -67,6 +78,13 @@ class PromptIterator:
 
     def __init__(self, n: int, seed: int):
         self.n, self.seed, self.epoch, self.pos = n, seed, 0, 0
+
+    def peek(self, k: int) -> list[int]:
+        """The indices `take(k)` will return, without advancing."""
+        state = self.get_state()
+        out = self.take(k)
+        self.set_state(state)
+        return out
 
     def take(self, k: int) -> list[int]:
         out = []
@@ -108,12 +126,23 @@ def _columns(rows: list[dict], repeat: int) -> dict[str, list]:
     return {k: [r.get(k) for r in rows for _ in range(repeat)] for k in keys}
 
 
-def sample_and_score(inputs: RLInputs, variables: dict, rows: list[dict], params: SamplingParams):
-    """Samples for `rows` and their rewards: (samples, total [N], {name: [N]})."""
+@dataclasses.dataclass
+class Rollouts:
+    rows: list[dict]
+    samples: Any  # codejax.generate's output
+    total: np.ndarray  # [N] combined rewards
+    parts: dict  # {reward name: [N]}
+    seconds: dict  # {"generation_s", "reward_s"}
+
+
+def sample_and_score(inputs: RLInputs, variables: dict, rows: list[dict], params: SamplingParams) -> Rollouts:
+    """Samples for `rows` and their rewards, timed."""
+    t0 = time.perf_counter()
     samples = generate(inputs.model, policy_view(variables), inputs.tokenizer, [r["prompt_ids"] for r in rows], params)
+    t1 = time.perf_counter()
     prompts = [rows[i]["prompt"] for i in samples.prompt_index]
     total, parts = inputs.rewards(prompts, samples.texts, _columns(rows, params.n), samples.finish_reasons)
-    return samples, total, parts
+    return Rollouts(rows, samples, total, parts, {"generation_s": t1 - t0, "reward_s": time.perf_counter() - t1})
 
 
 def reward_metrics(prefix: str, total: np.ndarray, parts: dict, samples) -> dict[str, float]:
@@ -282,37 +311,34 @@ def run_rl(config, workdir: str, inputs: RLInputs) -> tuple[dict, dict]:
         def do_eval(step: int) -> bool:
             if not inputs.eval_prompts:
                 return False
-            samples, total, parts = sample_and_score(inputs, combine(run.state["params"], run.frozen),
-                                                     inputs.eval_prompts, greedy)
-            return run.evaluate(step, reward_metrics("eval", total, parts, samples))
+            r = sample_and_score(inputs, combine(run.state["params"], run.frozen), inputs.eval_prompts, greedy)
+            return run.evaluate(step, reward_metrics("eval", r.total, r.parts, r.samples))
 
         if tc.eval_at_start and run.start_step == 0:
             do_eval(0)
         completion_log = CompletionLog(workdir, run.start_step) if run.is_main else None
         stalls = StallWatch()
         metrics: dict[str, float] = {}
-        for step in range(run.start_step + 1, tc.steps + 1):
-            t0 = time.time()
-            rows = [inputs.train_prompts[i] for i in prompts.take(rc.prompts_per_step)]
-            samples, total, parts = sample_and_score(
-                inputs, combine(run.state["params"], run.frozen), rows,
-                dataclasses.replace(sampling, seed=config.seed * 1_000_003 + step))
-            t_sample = time.time() - t0
-            batch = rollout_batch([r["prompt_ids"] for r in rows for _ in range(rc.group_size)], samples.tokens,
+
+        def _update(step: int, r: Rollouts, t0: float, t_wait: float) -> tuple[dict, bool]:
+            """Score, advantages and the optimizer steps on rollouts `r`; (metrics, whether the run stops)."""
+            samples = r.samples
+            t_score = time.time()
+            batch = rollout_batch([p["prompt_ids"] for p in r.rows for _ in range(rc.group_size)], samples.tokens,
                                   prompt_len, max_new, pad_id)
             if rc.mask_truncated:
-                batch["mask"][np.asarray([r == "length" for r in samples.finish_reasons])] = 0.0
+                batch["mask"][np.asarray([f == "length" for f in samples.finish_reasons])] = 0.0
             batch.update(jax.device_get(score(run.state["params"], run.frozen, batch)))
-            metrics = reward_metrics("train", total, parts, samples)
-            batch, logprob_metrics = add_sampler_logprobs(batch, sampler_logprobs(samples.logprobs, max_new), rc.tis_cap)
+            metrics = reward_metrics("train", r.total, r.parts, samples)
+            batch, logprob_metrics = add_sampler_logprobs(batch, sampler_logprobs(samples.logprobs, max_new), tis_cap)
             metrics.update(logprob_metrics)
-            metrics["train/time/sampling_s"] = t_sample
-            advantages, adv_metrics = algorithm.advantages(batch, total, rc, kl.value)
+            advantages, adv_metrics = algorithm.advantages(batch, r.total, rc, kl.value)
             batch.update(advantages)
             if rc.loss_agg == "dapo":
                 batch = add_token_share(batch)
             metrics.update(adv_metrics)
 
+            t_update = time.time()
             rng = np.random.default_rng([config.seed, 7, step])  # per step, so a resumed run shuffles alike
             for _ in range(rc.epochs):
                 order = rng.permutation(n_rollouts)
@@ -325,18 +351,47 @@ def run_rl(config, workdir: str, inputs: RLInputs) -> tuple[dict, dict]:
             if algorithm.adapts_kl:
                 kl.update(metrics["train/kl"], n_rollouts)
                 metrics["train/kl_coef"] = float(kl.value)
-            metrics["train/time/step_s"] = time.time() - t0
+            now = time.time()
+            metrics.update({f"train/time/{k}": v for k, v in r.seconds.items()})  # in the background with overlap
+            metrics.update({"train/time/wait_s": t_wait, "train/time/score_s": t_update - t_score,
+                            "train/time/update_s": now - t_update, "train/time/step_s": now - t0})
             run.check_finite({"loss": metrics["train/loss"], "grad_norm": metrics["train/grad_norm"]}, step)
             stalls.update(step, metrics)
             if step % tc.log_every == 0 or step == tc.steps:
                 run.log(step, metrics)
                 if completion_log is not None:
-                    completion_log.write(completion_rows(step, [rows[i]["prompt"] for i in samples.prompt_index],
-                                                         samples.texts, total, parts, rc.log_completions))
+                    completion_log.write(completion_rows(step, [r.rows[i]["prompt"] for i in samples.prompt_index],
+                                                         samples.texts, r.total, r.parts, rc.log_completions))
             run.progress(reward=f"{metrics['train/reward']:.3f}")
+            return metrics, run.end_step(step, {}, do_eval)  # eval when due; early stop, SIGTERM, checkpoint
 
-            if run.end_step(step, {}, do_eval):  # eval when due; early stop, SIGTERM, checkpoint
-                break
+        def rollouts(step: int, params) -> Rollouts:
+            """Step `step`'s rollouts: the next prompts of the stream (not consumed here), sampled by `params`."""
+            rows = [inputs.train_prompts[i] for i in prompts.peek(rc.prompts_per_step)]
+            return sample_and_score(inputs, combine(params, run.frozen), rows,
+                                    dataclasses.replace(sampling, seed=config.seed * 1_000_003 + step))
+
+        tis_cap = rc.tis_cap or (2.0 if rc.overlap else 0.0)
+        background = concurrent.futures.ThreadPoolExecutor(1, "rl-rollouts") if rc.overlap else None
+        pending: concurrent.futures.Future | None = None
+        try:
+            for step in range(run.start_step + 1, tc.steps + 1):
+                t0 = time.time()
+                r = pending.result() if pending is not None else rollouts(step, run.state["params"])
+                prompts.take(rc.prompts_per_step)  # consumed: the checkpoint after this step resumes past them
+                t_wait = time.time() - t0
+                pending = None
+                if background is not None and step < tc.steps:
+                    # The next step's rollouts, sampled from a copy of these weights (the update donates them).
+                    pending = background.submit(rollouts, step + 1, jax.tree.map(jnp.copy, run.state["params"]))
+                metrics, stop = _update(step, r, t0, t_wait)
+                if stop:
+                    break
+        finally:
+            if background is not None:
+                if pending is not None:
+                    pending.cancel()
+                background.shutdown(wait=True)  # an in-flight generation finishes before the run closes
 
         if run.needs_final_eval:
             do_eval(run.step)

@@ -139,6 +139,19 @@ def test_bench_sampler_quick(tmp_path):
         assert 0 <= row["rows_identical"] <= row["batch"] and 0 <= row["mean_agreeing_prefix"] <= 16
 
 
+def test_bench_rl_overlap_quick(tmp_path):
+    run_script("bench_rl_overlap", tmp_path)
+    r = load(tmp_path / "results" / "bench_rl_overlap.json")
+    assert r["quick"] is True and r["steps_measured"] == {"off": 2, "on": 2}
+    for setting in ("off", "on"):
+        m = r["median_s"][setting]
+        positive(m["generation_s"], m["reward_s"], m["update_s"], m["step_s"])
+        assert m["step_s"] >= m["update_s"]
+    # Without overlap the step waits for its whole generation and reward; with it, only for what is left.
+    assert r["median_s"]["off"]["wait_s"] >= 0.9 * (r["median_s"]["off"]["generation_s"] + r["median_s"]["off"]["reward_s"])
+    positive(r["speedup"])
+
+
 def test_bench_sandbox_quick(tmp_path):
     out = tmp_path / "sandbox.json"
     run_script("bench_sandbox", out)

@@ -110,3 +110,30 @@ def test_rl_settings_are_checked_before_any_work(arith_dir, tmp_path, field, val
     config = _config(arith_dir, **{field: value})
     with pytest.raises(ValueError, match=re.escape(match)):
         get_job("grpo")(config, str(tmp_path))
+
+
+def test_overlap_generates_the_next_step_while_updating_on_the_same_prompt_stream(arith_dir, tmp_path):
+    """rl.overlap: step k+1's rollouts come from the weights before step k's update (one step stale),
+    on the same prompts as without overlap; the stale sampler shows in logprob_diff and TIS corrects it."""
+    from codejax.rl.rewards import REWARDS, register_reward
+    if "test_rl_loop_length" not in REWARDS:  # varies with the completion: the update has a gradient
+        register_reward("test_rl_loop_length")(lambda prompts, completions, **_: [len(c) / 10 for c in completions])
+    runs = {}
+    for overlap in (False, True):
+        config = _config(arith_dir, **{"train.steps": 3, "train.eval_every": 0, "train.checkpoint_every": 0,
+                                       "train.eval_at_start": False, "rl.log_completions": 16, "rl.overlap": overlap,
+                                       "rl.kl_coef": 0.0, "rl.rewards": "test_rl_loop_length"})
+        get_job("grpo")(config, str(tmp_path / str(overlap)))
+        rows = [json.loads(line) for line in (tmp_path / str(overlap) / "completions.jsonl").read_text().splitlines()]
+        runs[overlap] = (rows, {r["step"]: r for r in read_metrics(str(tmp_path / str(overlap) / "metrics.jsonl"))
+                                if "train/loss" in r})
+    (plain_rows, plain), (over_rows, over) = runs[False], runs[True]
+    assert [(r["step"], r["prompt"]) for r in plain_rows] == [(r["step"], r["prompt"]) for r in over_rows]
+    step1 = [r for r in plain_rows if r["step"] == 1], [r for r in over_rows if r["step"] == 1]
+    assert step1[0] == step1[1]  # step 1 samples the initial weights either way
+    assert all(m["train/logprob_diff/max"] < 1e-3 for m in plain.values())
+    assert "train/tis_weight/mean" not in plain[2] and "train/tis_weight/mean" in over[2]  # cap 2.0 by default
+    assert over[2]["train/logprob_diff/max"] > 1e-3  # sampled before step 1's update (lr 1e-3 moves it)
+    for m in over.values():
+        assert {"train/time/generation_s", "train/time/reward_s", "train/time/score_s", "train/time/update_s",
+                "train/time/wait_s"} <= set(m)
