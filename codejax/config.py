@@ -154,8 +154,8 @@ def quickstart_section() -> Section:
         align=True,  # False: stop after SFT
         task_sft_rows=6144,  # task rows mixed into SFT: well-formed answers, the operator right 1/3 of the time
         task_pairs=512,  # DPO pairs: the right operator chosen over a wrong one
-        dpo_steps=20, dpo_lr=5e-5, dpo_beta=0.1,
-        grpo_steps=15, grpo_lr=1e-4, grpo_prompts_per_step=8, grpo_group_size=8,
+        dpo_steps=16, dpo_lr=5e-5, dpo_beta=0.1,
+        grpo_steps=12, grpo_lr=1e-4, grpo_prompts_per_step=8, grpo_group_size=8,
         eval_samples=5, eval_k="1,5", eval_temperature=0.6,  # pass@k of every stage's model
     ))
 

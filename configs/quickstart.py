@@ -32,8 +32,8 @@ def get_config(arg=None):
     c.train.eval_batches = 20
     c.train.checkpoint_every = 50
     c.train.eval_at_start = True
-    c.quickstart.pretrain_steps = 200
-    c.quickstart.sft_steps = 150
+    c.quickstart.pretrain_steps = 170
+    c.quickstart.sft_steps = 130
     return apply_variants(c, arg, __file__, tiny=_tiny)
 
 

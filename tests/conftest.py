@@ -23,6 +23,8 @@ from codejax.tokenizer import save_tokenizer, train_code_tokenizer  # noqa: E402
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: end-to-end jobs and learning evidence (deselect with -m 'not slow')")
+    if getattr(config.option, "durations", None) is None:
+        config.option.durations = 25  # the slowest tests, printed at the end: the suite has a 30-minute budget
 
 
 def _run_temp(tmp_path_factory):

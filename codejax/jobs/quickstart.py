@@ -215,8 +215,8 @@ def _alignment_report(workdir: str, figures: dict) -> list[str]:
               "### Sample completions (held-out problems, each model's first sample)", "",
               "| problem | " + " | ".join(evals) + " |", "|---|" + "---|" * len(evals)]
     firsts = {stage: _first_samples(os.path.join(workdir, "eval", stage), 6) for stage in evals}
-    problems = {r["task_id"]: r["prompt"] for r in map(json.loads, open(os.path.join(workdir, "task", "problems.jsonl"),
-                                                                       encoding="utf-8"))}
+    with open(os.path.join(workdir, "task", "problems.jsonl"), encoding="utf-8") as f:
+        problems = {r["task_id"]: r["prompt"] for r in map(json.loads, f)}
     for task_id in firsts[next(iter(evals))]:
         doc = problems[task_id].split('"""')[1]
         cells = []

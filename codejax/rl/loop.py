@@ -365,9 +365,12 @@ def run_rl(config, workdir: str, inputs: RLInputs) -> tuple[dict, dict]:
             run.progress(reward=f"{metrics['train/reward']:.3f}")
             return metrics, run.end_step(step, {}, do_eval)  # eval when due; early stop, SIGTERM, checkpoint
 
-        def rollouts(step: int, params) -> Rollouts:
-            """Step `step`'s rollouts: the next prompts of the stream (not consumed here), sampled by `params`."""
-            rows = [inputs.train_prompts[i] for i in prompts.peek(rc.prompts_per_step)]
+        def next_rows() -> list[dict]:
+            """The next prompts of the stream, not consumed (the main thread alone touches the iterator:
+            a checkpoint saves its state)."""
+            return [inputs.train_prompts[i] for i in prompts.peek(rc.prompts_per_step)]
+
+        def rollouts(step: int, params, rows: list[dict]) -> Rollouts:
             return sample_and_score(inputs, combine(params, run.frozen), rows,
                                     dataclasses.replace(sampling, seed=config.seed * 1_000_003 + step))
 
@@ -377,13 +380,14 @@ def run_rl(config, workdir: str, inputs: RLInputs) -> tuple[dict, dict]:
         try:
             for step in range(run.start_step + 1, tc.steps + 1):
                 t0 = time.time()
-                r = pending.result() if pending is not None else rollouts(step, run.state["params"])
+                r = pending.result() if pending is not None else rollouts(step, run.state["params"], next_rows())
                 prompts.take(rc.prompts_per_step)  # consumed: the checkpoint after this step resumes past them
                 t_wait = time.time() - t0
                 pending = None
                 if background is not None and step < tc.steps:
                     # The next step's rollouts, sampled from a copy of these weights (the update donates them).
-                    pending = background.submit(rollouts, step + 1, jax.tree.map(jnp.copy, run.state["params"]))
+                    pending = background.submit(rollouts, step + 1, jax.tree.map(jnp.copy, run.state["params"]),
+                                                next_rows())
                 metrics, stop = _update(step, r, t0, t_wait)
                 if stop:
                     break
