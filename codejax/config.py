@@ -241,7 +241,13 @@ def rl_section() -> Section:
         adaptive_kl=False, kl_target=6.0, kl_horizon=10000,  # ppo: Ziegler et al.'s controller
         gamma=1.0, lam=0.95, vf_coef=0.1, value_clip=0.2, whiten_rewards=False,  # ppo
         value_head="shared",  # ppo: shared (head on the policy trunk) | separate (own copy of the model)
-        sandbox_timeout_s=5.0, sandbox_workers=0,  # execution rewards; 0 workers = CPU count
+        sandbox_timeout_s=5.0, sandbox_workers=0,  # execution rewards and tool calls; 0 workers = CPU count
+        # Multi-turn episodes (codejax/rl/tool_envs.py): a registered environment (python | unit_tests) answers
+        # each assistant turn (a tool's output, test feedback) until it is done or max_turns; prompts go through
+        # the chat template with the environment's tools, and tool replies are masked out of the loss.
+        # '' = single-turn completions. max_new_tokens is then the whole episode's budget, replies included.
+        env="", max_turns=4, max_reply_tokens=128,  # a reply longer than max_reply_tokens is cut (and says so)
+        tool_timeout_s=5.0, max_tool_output_chars=1000,  # per tool call / test run; the reply's text cap
         log_completions=4,  # completions (with rewards) per logged step -> WORKDIR/completions.jsonl; 0 = off
     ))
 

@@ -5,6 +5,7 @@
     prompt_completion    the arithmetic-functions task's prompts and answers (codejax.rl.environments)
     text                 stdlib source files
     pairs                the arithmetic task's right operator over a wrong one (dpo, reward)
+    builtin:tools        the arith_tool task's tool-use trajectories, chats with tools (sft_tools)
 
 Cached beside the built-in tokenizer (codejax/data/builtin.py). This module imports codedata and
 rl, which import data, so it is resolved above them all: `get_job` (codejax/jobs/__init__.py)
@@ -24,11 +25,11 @@ from codejax.codedata import mine_tree
 from codejax.corpus import list_source_files, read_source, stdlib_root
 from codejax.data.builtin import BUILTIN, builtin_tokenizer_dir, cached
 from codejax.data.formats import ALPACA_PROMPT
-from codejax.rl.environments import arith_pairs, arith_sft_rows
+from codejax.rl.environments import arith_pairs, arith_sft_rows, arith_tool_chats
 
 log = logging.getLogger(__name__)
 
-SFT_FILES, TEXT_FILES, TASK_ROWS, PAIR_ROWS = 1000, 60, 1024, 512
+SFT_FILES, TEXT_FILES, TASK_ROWS, PAIR_ROWS, TOOL_ROWS = 1000, 60, 1024, 512, 2048
 SFT_MAX_TOKENS = 120  # Alpaca template included, under the built-in tokenizer: fits `:tiny`'s seq_len of 128
 PAIRS = "pairs"
 
@@ -70,13 +71,18 @@ def _pair_rows() -> list[dict]:
     return arith_pairs(PAIR_ROWS, seed=1)
 
 
-# data.format (or "pairs") -> (what it is, the rows)
+def _tool_rows() -> list[dict]:
+    return arith_tool_chats(TOOL_ROWS, seed=3, split="train")
+
+
+# data.format (or "pairs", or the `tools` of data.train_paths='builtin:tools') -> (what it is, the rows)
 BUILTIN_DATA: dict[str, tuple[str, Callable[[], list[dict]]]] = {
     "alpaca": ("instruction pairs mined from stdlib functions", _sft_rows),
     "chat": ("instruction pairs mined from stdlib functions, as chats", _chat_rows),
     "prompt_completion": ("the arithmetic-functions task's prompts and answers", _task_rows),
     "text": ("stdlib source files", _text_rows),
     PAIRS: ("the arithmetic task: the right operator chosen over a wrong one", _pair_rows),
+    "tools": ("the arith_tool task's tool-use trajectories, as chats with tools", _tool_rows),
 }
 
 
@@ -98,8 +104,10 @@ def builtin_data_path(kind: str) -> str:
 def resolve_builtin_data(config, kind: str | None = None):
     """`config` with data.train_paths='builtin' replaced by the built-in rows for `kind` ("pairs"),
     or for data.format when `kind` is None; any other config is returned as it is."""
-    if config.data.train_paths != BUILTIN:
+    path = config.data.train_paths
+    if path != BUILTIN and not path.startswith(BUILTIN + ":"):
         return config
+    named = path.partition(":")[2]  # 'builtin:tools' names its rows
     config = config.copy_and_resolve_references()
-    config.data.train_paths = builtin_data_path(kind or config.data.format)
+    config.data.train_paths = builtin_data_path(named or kind or config.data.format)
     return config

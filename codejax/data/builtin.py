@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 BUILTIN = "builtin"
 TOKENIZER_VOCAB, TOKENIZER_FILES = 2048, 150
-_VERSION = 5  # bump when what is built changes, so old caches are not reused
+_VERSION = 6  # bump when what is built changes, so old caches are not reused
 
 
 def cache_dir() -> str:

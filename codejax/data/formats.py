@@ -17,7 +17,11 @@ Formats and their loss masks:
 * ``prompt_completion``: ``{"prompt": str, "completion": str}``; the prompt may be empty.
   ``prompt_template``, when given, is formatted with ``{prompt}``.
 * ``chat``: ``{"messages": [{"role": "system"|"user"|"assistant"|"tool", "content": str}]}``
-  rendered by the tokenizer's chat template; only ``role`` and ``content`` are passed on.
+  rendered by the tokenizer's chat template; only ``role``, ``content`` and an assistant's
+  ``tool_calls`` are passed on. A row may carry ``tools`` (function schemas): the template puts
+  them in the system turn, and an assistant turn may then be tool calls alone (empty content).
+  codejax/data/tools.py has the format; the loss mask covers the assistant's calls, never the
+  ``tool`` turns that hold their results.
 
 For alpaca and prompt_completion the prompt is tokenized on its own (what the model is given at
 inference) and the completion in context (`encode_completions`: cut out of prompt + completion
@@ -34,12 +38,15 @@ eos share an id, and that test would hide every real eos from the loss.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
 from codejax.data import errors
 from codejax.data.errors import DataError
+from codejax.data.tools import check_tools, normalise_call
 
 FORMATS = ("text", "alpaca", "prompt_completion", "chat")
 CHAT_ROLES = ("system", "user", "assistant", "tool")
@@ -58,9 +65,16 @@ def alpaca_prompt(instruction: str, inp: str = "", template: str | None = None) 
     return (template or (ALPACA_PROMPT if inp else ALPACA_PROMPT_NO_INPUT)).format(instruction=instruction, input=inp)
 
 
+class Chat(NamedTuple):
+    """A parsed chat row: its messages and the tool schemas it offers (None: no tools)."""
+
+    messages: list[dict]
+    tools: list[dict] | None = None
+
+
 # What a parsed row is, per format: text -> str, alpaca/prompt_completion -> (prompt,
-# completion), chat -> list of {"role", "content"} dicts.
-Parsed = "str | tuple[str, str] | list[dict[str, str]]"
+# completion), chat -> Chat.
+Parsed = "str | tuple[str, str] | Chat"
 Example = tuple[np.ndarray, np.ndarray]  # (int32 ids, uint8 mask), same length
 
 
@@ -156,7 +170,7 @@ def _parse_row(spec: FormatSpec, row: dict, where: str) -> Parsed:
         if spec.prompt_template is not None:
             prompt = spec.prompt_template.format(prompt=prompt)
         return prompt, completion
-    return parse_messages(row, where)
+    return Chat(parse_messages(row, where), check_tools(row["tools"], where) if row.get("tools") else None)
 
 
 def parse_messages(row: dict, where: str) -> list[dict[str, str]]:
@@ -176,9 +190,19 @@ def parse_messages(row: dict, where: str) -> list[dict[str, str]]:
         if role not in CHAT_ROLES:
             raise DataError(where, f"messages[{i}].role", f"expected one of {list(CHAT_ROLES)}, "
                             f"got {role!r}", errors.BAD_ROLE)
-        content = require_string(message, "content", where, allow_empty=role != "assistant",
+        calls = message.get("tool_calls") or []
+        if role != "assistant" and calls:
+            raise DataError(where, f"messages[{i}].tool_calls", f"only assistant turns make tool calls, not {role!r}",
+                            errors.WRONG_TYPE)
+        if not isinstance(calls, list):
+            raise DataError(where, f"messages[{i}].tool_calls", "expected a list of calls, got "
+                            f"{errors.json_type_name(calls)}", errors.WRONG_TYPE)
+        content = require_string(message, "content", where, allow_empty=role != "assistant" or bool(calls),
                                  path=f"messages[{i}].content")
         parsed.append({"role": role, "content": content})
+        if calls:
+            parsed[-1]["tool_calls"] = [normalise_call(c, where, f"messages[{i}].tool_calls[{j}]")
+                                        for j, c in enumerate(calls)]
     if not any(m["role"] == "assistant" for m in parsed):
         raise DataError(where, "messages", "no assistant turn, so nothing to train on",
                         errors.NO_ASSISTANT_TURN)
@@ -247,12 +271,17 @@ def tokenize_parsed(spec: FormatSpec, tokenizer, parsed: Sequence[Parsed]) -> li
     return _tokenize_chats(tokenizer, parsed)
 
 
-def _tokenize_chats(tokenizer, conversations: Sequence[list[dict]]) -> list[Example]:
-    if not conversations:
-        return []
-    out = tokenizer.apply_chat_template(list(conversations), tokenize=True, return_dict=True,
-                                        return_assistant_tokens_mask=True)
-    examples = [_example(ids, mask) for ids, mask in zip(out["input_ids"], out["assistant_masks"])]
+def _tokenize_chats(tokenizer, chats: Sequence[Chat]) -> list[Example]:
+    """One apply_chat_template call per distinct tool set (the template takes one per call)."""
+    groups: dict[str, list[int]] = {}
+    for i, chat in enumerate(chats):
+        groups.setdefault(json.dumps(chat.tools, sort_keys=True), []).append(i)
+    examples: list[Example | None] = [None] * len(chats)
+    for key, rows in groups.items():
+        out = tokenizer.apply_chat_template([chats[i].messages for i in rows], tools=json.loads(key), tokenize=True,
+                                            return_dict=True, return_assistant_tokens_mask=True)
+        for i, ids, mask in zip(rows, out["input_ids"], out["assistant_masks"]):
+            examples[i] = _example(ids, mask)
     for _, mask in examples:
         if not mask.any():
             # parse_messages guarantees a non-empty assistant turn, so this is the template.

@@ -328,7 +328,7 @@ def pair_datasets_from_config(config, tokenizer, *, shift: bool, extra=None) -> 
     if not dc.train_paths:
         raise ValueError("data.train_paths is empty: give preference rows ({prompt, chosen, rejected} JSONL, ...) "
                          "(or data.train_paths=builtin for codejax's small built-in pairs)")
-    if dc.train_paths == BUILTIN:
+    if dc.train_paths == BUILTIN or dc.train_paths.startswith(BUILTIN + ":"):
         raise ValueError("data.train_paths='builtin' is resolved by the job runner (codejax.jobs.get_job); in your "
                          "own code pass config through codejax.builtin.resolve_builtin_data(config, 'pairs') first")
     eval_paths = sources.split_paths(dc.eval_paths) or None

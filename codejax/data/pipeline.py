@@ -275,7 +275,7 @@ def datasets_from_config(config, tokenizer) -> Datasets:
     if not dc.train_paths:
         raise ValueError("data.train_paths is empty: give local JSONL/JSON/parquet files or a saved HF dataset "
                          "(or data.train_paths=builtin for codejax's small built-in set)")
-    if dc.train_paths == BUILTIN:
+    if dc.train_paths == BUILTIN or dc.train_paths.startswith(BUILTIN + ":"):
         raise ValueError("data.train_paths='builtin' is resolved by the job runner (codejax.jobs.get_job); in your "
                          "own code pass config through codejax.builtin.resolve_builtin_data(config) first")
     eval_paths = sources.split_paths(dc.eval_paths) or None

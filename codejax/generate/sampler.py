@@ -102,26 +102,36 @@ def _decode_chunk(model: Transformer, variables, carry, params: SamplingParams, 
     """Up to `steps` decode steps; stops early when every row is done."""
 
     def cond(c):
-        return (c["i"] < steps) & ~jnp.all(c["done"])
+        return (c["i"] < steps) & ~jnp.all(c["done"]) & (c["slot"] < c["key_mask"].shape[1])
 
     def body(c):
         rng, step_rng = jax.random.split(c["rng"])
-        token = sample_logits(c["logits"], step_rng, params.temperature, params.top_k, params.top_p)
-        token = jnp.where(c["done"], 0, token).astype(jnp.int32)
-        logprob = jnp.take_along_axis(jax.nn.log_softmax(c["logits"], axis=-1), token[:, None], axis=-1)[:, 0]
-        t = c["t"]  # completion index of this token
-        out_tokens = c["out_tokens"].at[:, t].set(token)
-        out_logprobs = c["out_logprobs"].at[:, t].set(jnp.where(c["done"], 0.0, logprob))
+        sampled = sample_logits(c["logits"], step_rng, params.temperature, params.top_k, params.top_p)
+        # Forced tokens (a tool's reply, fed by the multi-turn driver) replace the sample until used up.
+        forcing = c["forced_pos"] < c["forced_len"]
+        width = c["forced"].shape[1]
+        forced = jnp.take_along_axis(c["forced"], jnp.minimum(c["forced_pos"], width - 1)[:, None], axis=1)[:, 0]
         live = ~c["done"]
+        token = jnp.where(live, jnp.where(forcing, forced, sampled), 0).astype(jnp.int32)
+        logprob = jnp.take_along_axis(jax.nn.log_softmax(c["logits"], axis=-1), token[:, None], axis=-1)[:, 0]
+        # Each row writes at its own length; a finished (or paused) row writes nothing (index out of range).
+        rows = jnp.arange(token.shape[0])
+        at = jnp.where(live, c["lengths"], params.max_new_tokens)
+        out_tokens = c["out_tokens"].at[rows, at].set(token, mode="drop")
+        out_logprobs = c["out_logprobs"].at[rows, at].set(jnp.where(forcing, 0.0, logprob), mode="drop")
+        out_sampled = c["out_sampled"].at[rows, at].set(~forcing, mode="drop")
         lengths = c["lengths"] + live
-        done = c["done"] | jnp.isin(token, eos) | (t + 1 >= params.max_new_tokens)
+        done = c["done"] | (live & ~forcing & jnp.isin(token, eos)) | (lengths >= params.max_new_tokens)
         slot = c["slot"]
-        key_mask = c["key_mask"].at[:, slot].set(True)
+        # Only a live row's token enters its context: a paused row's slot stays masked, so it resumes
+        # exactly where it stopped.
+        key_mask = c["key_mask"].at[:, slot].set(live)
         logits, cache = model.apply(variables, token[:, None], c["positions"][:, None], cache=c["cache"],
                                     cache_index=slot, key_mask=key_mask, prefill=False)
-        return {**c, "rng": rng, "out_tokens": out_tokens, "out_logprobs": out_logprobs, "lengths": lengths,
-                "done": done, "key_mask": key_mask, "cache": cache, "logits": logits[:, 0],
-                "positions": c["positions"] + 1, "slot": slot + 1, "t": t + 1, "i": c["i"] + 1}
+        return {**c, "rng": rng, "out_tokens": out_tokens, "out_logprobs": out_logprobs, "out_sampled": out_sampled,
+                "lengths": lengths, "done": done, "key_mask": key_mask, "cache": cache, "logits": logits[:, 0],
+                "positions": c["positions"] + live, "forced_pos": c["forced_pos"] + (live & forcing),
+                "slot": slot + 1, "i": c["i"] + 1}
 
     carry = jax.lax.while_loop(cond, body, {**carry, "i": jnp.zeros((), jnp.int32)})
     return carry
@@ -143,23 +153,25 @@ def _cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     return (text[:cut], True) if cut >= 0 else (text, False)
 
 
-def generate(model: Transformer, variables: dict, tokenizer, prompts: Sequence[str | Sequence[int]],
-             params: SamplingParams = SamplingParams(), *, pad_id: int | None = None) -> Samples:
-    """Sample `params.n` completions for each prompt (text or token ids). See the module docstring."""
-    if not prompts:
-        raise ValueError("generate() needs at least one prompt")
+def encode_prompts(tokenizer, prompts: Sequence[str | Sequence[int]]) -> list[list[int]]:
     encoded = [list(tokenizer(p, add_special_tokens=False)["input_ids"]) if isinstance(p, str) else list(p)
                for p in prompts]
     for i, ids in enumerate(encoded):
         if not ids:
             raise ValueError(f"prompt {i} is empty after tokenization")
-    rows = [ids for ids in encoded for _ in range(params.n)]
+    return encoded
+
+
+def start(model: Transformer, variables: dict, tokenizer, rows: list[list[int]], params: SamplingParams,
+          pad_id: int | None, extra_slots: int = 0, forced_width: int = 1) -> tuple[dict, jnp.ndarray]:
+    """Prefill `rows` (token ids, one per sequence); returns the decode carry and the EOS ids.
+    The cache holds the prompts, `max_new_tokens` and `extra_slots` more decode steps."""
     batch = len(rows)
     spec = model.peft
     # A soft prompt (prompt tuning) takes the first cache slots, when its collection is passed.
     soft = spec.num_virtual_tokens if spec is not None and spec.layout.soft_prompt and spec.collection in variables else 0
     prompt_len = _bucket(max(map(len, rows)))
-    total = soft + prompt_len + _bucket(params.max_new_tokens)
+    total = soft + prompt_len + _bucket(params.max_new_tokens + extra_slots)
     if pad_id is None:
         pad_id = tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None else 0
 
@@ -180,16 +192,34 @@ def generate(model: Transformer, variables: dict, tokenizer, prompts: Sequence[s
     carry = {
         "rng": jax.random.PRNGKey(params.seed), "logits": logits, "cache": cache,
         "key_mask": jnp.asarray(key_mask), "positions": jnp.asarray(valid.sum(1), jnp.int32),
-        "slot": jnp.asarray(soft + prompt_len, jnp.int32), "t": jnp.zeros((), jnp.int32),
+        "slot": jnp.asarray(soft + prompt_len, jnp.int32),
         "done": jnp.zeros((batch,), bool), "lengths": jnp.zeros((batch,), jnp.int32),
         "out_tokens": jnp.zeros((batch, params.max_new_tokens), jnp.int32),
         "out_logprobs": jnp.zeros((batch, params.max_new_tokens), jnp.float32),
+        "out_sampled": jnp.zeros((batch, params.max_new_tokens), bool),
+        "forced": jnp.zeros((batch, forced_width), jnp.int32),
+        "forced_len": jnp.zeros((batch,), jnp.int32), "forced_pos": jnp.zeros((batch,), jnp.int32),
     }
+    return carry, eos
+
+
+def static_params(params: SamplingParams) -> SamplingParams:
+    """Only the decoding switches are compile-time constants: another seed, stop list or n must
+    not recompile the decode loop (the eval job samples every batch with its own seed)."""
+    return SamplingParams(max_new_tokens=params.max_new_tokens, temperature=params.temperature,
+                          top_k=params.top_k, top_p=params.top_p)
+
+
+def generate(model: Transformer, variables: dict, tokenizer, prompts: Sequence[str | Sequence[int]],
+             params: SamplingParams = SamplingParams(), *, pad_id: int | None = None) -> Samples:
+    """Sample `params.n` completions for each prompt (text or token ids). See the module docstring."""
+    if not prompts:
+        raise ValueError("generate() needs at least one prompt")
+    rows = [ids for ids in encode_prompts(tokenizer, prompts) for _ in range(params.n)]
+    carry, eos = start(model, variables, tokenizer, rows, params, pad_id)
+    batch = len(rows)
     stopped = np.zeros(batch, bool)
-    # Only the decoding switches are compile-time constants: another seed, stop list or n must
-    # not recompile the decode loop (the eval job samples every batch with its own seed).
-    static = SamplingParams(max_new_tokens=params.max_new_tokens, temperature=params.temperature,
-                            top_k=params.top_k, top_p=params.top_p)
+    static = static_params(params)
     while True:
         carry = _decode_chunk(model, variables, carry, static, eos, params.chunk_size)
         done = np.asarray(carry["done"])

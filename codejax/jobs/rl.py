@@ -38,7 +38,8 @@ def run_policy_optimization(config, workdir: str, algorithm_name: str) -> dict:
         variables = algorithm.add_variables(variables, tm.model, rc, par)
     train, held = load_prompt_rows(config)
     inputs = RLInputs(algorithm.name, tm.model, tokenizer, variables, rewards,
-                      attach_prompt_ids(train, tokenizer, rc.chat), attach_prompt_ids(held, tokenizer, rc.chat), par)
+                      attach_prompt_ids(train, tokenizer, rc.chat, rc.env),
+                      attach_prompt_ids(held, tokenizer, rc.chat, rc.env), par)
     summary, state = run_rl(config, workdir, inputs)
     return finish(config, tm, summary, state, workdir, tokenizer)
 

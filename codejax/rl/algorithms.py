@@ -107,7 +107,10 @@ def generalised_advantages(batch: dict, rewards: np.ndarray, rc, kl_coef: float)
     missing = np.isnan(rewards)
     rewards = np.where(missing, 0.0, rewards)
     mask = batch["mask"] * ~missing[:, None]
-    lengths = mask.sum(1).astype(int)
+    # Episodes (rl.env): tool-reply tokens are out of the loss (mask) but inside the episode ("valid"), so
+    # GAE runs over every token and the score sits on the last; single-turn, the two are the same.
+    valid = batch.get("valid", batch["mask"]) * ~missing[:, None]
+    lengths = valid.sum(1).astype(int)
     token_rewards = np.zeros_like(mask)
     metrics = {}
     if "ref_logp" in batch:
@@ -120,7 +123,7 @@ def generalised_advantages(batch: dict, rewards: np.ndarray, rc, kl_coef: float)
     token_rewards[rows, lengths[rows] - 1] += rewards[rows]
     if rc.whiten_rewards:
         token_rewards = np.asarray(whiten(jnp.asarray(token_rewards), jnp.asarray(mask), shift_mean=False))
-    adv, returns = gae(jnp.asarray(token_rewards), jnp.asarray(batch["old_values"]), jnp.asarray(mask), rc.gamma,
+    adv, returns = gae(jnp.asarray(token_rewards), jnp.asarray(batch["old_values"]), jnp.asarray(valid), rc.gamma,
                        rc.lam)
     adv = whiten(adv, jnp.asarray(mask))
     metrics["train/value_mean"] = token_mean(batch["old_values"], mask)

@@ -44,13 +44,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from codejax.generate import SamplingParams, generate
+from codejax.evaluation.sampling import eos_ids
+from codejax.generate import SamplingParams, generate, generate_turns
 from codejax.losses import KL_ESTIMATORS, LOSS_AGGS, SCALE_REWARDS, AdaptiveKLController, FixedKLController
 from codejax.objectives.policy import add_sampler_logprobs, add_token_share, completion_logprobs
 from codejax.objectives.variables import ModelVariables, combine, policy_view, reference_view
 from codejax.parallel import Parallel
 from codejax.rl.algorithms import get_algorithm
 from codejax.rl.rollout import RewardSpec, rollout_batch, sampler_logprobs
+from codejax.rl.tool_envs import make_env
 from codejax.train.optim import make_optimizer
 from codejax.train.run import Run
 from codejax.train.step import make_train_step
@@ -129,14 +131,18 @@ def _columns(rows: list[dict], repeat: int) -> dict[str, list]:
 @dataclasses.dataclass
 class Rollouts:
     rows: list[dict]
-    samples: Any  # codejax.generate's output
+    samples: Any  # codejax.generate's output (Episodes with rl.env)
     total: np.ndarray  # [N] combined rewards
     parts: dict  # {reward name: [N]}
-    seconds: dict  # {"generation_s", "reward_s"}
+    seconds: dict  # {"generation_s", "reward_s"} (+ "tool_s" with rl.env)
+    episode: dict = dataclasses.field(default_factory=dict)  # {"tool_calls", "tool_errors"}: [N] per episode
 
 
-def sample_and_score(inputs: RLInputs, variables: dict, rows: list[dict], params: SamplingParams) -> Rollouts:
-    """Samples for `rows` and their rewards, timed."""
+def sample_and_score(inputs: RLInputs, variables: dict, rows: list[dict], params: SamplingParams,
+                     rc=None) -> Rollouts:
+    """Samples for `rows` and their rewards, timed; episodes in environment `rc.env` when set."""
+    if rc is not None and rc.env:
+        return sample_episodes(inputs, variables, rows, params, rc)
     t0 = time.perf_counter()
     samples = generate(inputs.model, policy_view(variables), inputs.tokenizer, [r["prompt_ids"] for r in rows], params)
     t1 = time.perf_counter()
@@ -145,14 +151,55 @@ def sample_and_score(inputs: RLInputs, variables: dict, rows: list[dict], params
     return Rollouts(rows, samples, total, parts, {"generation_s": t1 - t0, "reward_s": time.perf_counter() - t1})
 
 
-def reward_metrics(prefix: str, total: np.ndarray, parts: dict, samples) -> dict[str, float]:
+def sample_episodes(inputs: RLInputs, variables: dict, rows: list[dict], params: SamplingParams, rc) -> Rollouts:
+    """Multi-turn episodes in environment rc.env (codejax/rl/tool_envs.py), one instance per episode.
+    The reward is the sum of the environment's per-turn rewards ("env") plus rl.rewards on the final answer."""
+    n_episodes = len(rows) * params.n
+    envs = [make_env(rc.env, rows[i // params.n], timeout_s=rc.tool_timeout_s,
+                     max_output_chars=rc.max_tool_output_chars) for i in range(n_episodes)]
+    for i, env in enumerate(envs):
+        env.reset(rows[i // params.n])
+    env_reward = np.zeros(n_episodes)
+    tool_s = [0.0]
+    workers = rc.sandbox_workers or os.cpu_count() or 1
+
+    def respond(idx: list[int], texts: list[str], last: list[bool]) -> list[str | None]:
+        t = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(min(workers, len(idx)), "rl-tools") as pool:
+            steps = list(pool.map(lambda a: envs[a[0]].step(a[1]), zip(idx, texts)))
+        for i, (_, reward, _) in zip(idx, steps):
+            env_reward[i] += reward
+        tool_s[0] += time.perf_counter() - t
+        return [None if done else obs for obs, _, done in steps]
+
+    t0 = time.perf_counter()
+    samples = generate_turns(inputs.model, policy_view(variables), inputs.tokenizer, [r["prompt_ids"] for r in rows],
+                             params, respond, max_turns=rc.max_turns, max_reply_tokens=rc.max_reply_tokens)
+    t1 = time.perf_counter()
+    total, parts = env_reward.copy(), {"env": env_reward}
+    if inputs.rewards.fns:
+        prompts = [rows[i]["prompt"] for i in samples.prompt_index]
+        answer_total, answer_parts = inputs.rewards(prompts, samples.texts, _columns(rows, params.n),
+                                                    samples.finish_reasons)
+        total, parts = total + answer_total, {**parts, **answer_parts}
+    episode = {"tool_calls": np.asarray([e.tool_calls for e in envs], float),
+               "tool_errors": np.asarray([e.tool_errors for e in envs], float)}
+    return Rollouts(rows, samples, total, parts, {"generation_s": t1 - t0 - tool_s[0], "tool_s": tool_s[0],
+                                                  "reward_s": time.perf_counter() - t1}, episode)
+
+
+def reward_metrics(prefix: str, r: Rollouts) -> dict[str, float]:
+    total, samples = r.total, r.samples
     lengths = np.asarray([len(t) for t in samples.tokens])
     out = {f"{prefix}/reward": float(np.nanmean(total)) if np.isfinite(total).any() else float("nan"),
            f"{prefix}/completion_length": float(lengths.mean()),
-           f"{prefix}/truncated_fraction": float(np.mean([r == "length" for r in samples.finish_reasons]))}
-    for name, values in parts.items():
+           f"{prefix}/truncated_fraction": float(np.mean([f == "length" for f in samples.finish_reasons]))}
+    for name, values in r.parts.items():
         if np.isfinite(values).any():
             out[f"{prefix}/rewards/{name}"] = float(np.nanmean(values))
+    if r.episode:  # multi-turn: per-episode means
+        out[f"{prefix}/turns"] = float(np.mean([len(t) for t in samples.turns]))
+        out.update({f"{prefix}/{k}": float(v.mean()) for k, v in r.episode.items()})
     return out
 
 
@@ -232,6 +279,13 @@ def check_rl_config(config, algorithm, par: Parallel | None) -> int:
     for field, allowed in (("loss_agg", LOSS_AGGS), ("scale_rewards", SCALE_REWARDS), ("kl_estimator", KL_ESTIMATORS)):
         if rc[field] not in allowed:
             raise ValueError(f"rl.{field}={rc[field]!r}; expected one of {', '.join(allowed)}")
+    if rc.env:
+        make_env(rc.env, {})  # a registered name (after rl.reward_modules), or the error listing them
+        if rc.max_turns < 1 or rc.max_reply_tokens < 1:
+            raise ValueError(f"rl.max_turns={rc.max_turns} and rl.max_reply_tokens={rc.max_reply_tokens} must be >= 1")
+        if rc.stop:
+            raise ValueError(f"rl.stop={rc.stop!r} with rl.env={rc.env!r}: an episode's turns end at the end-of-turn "
+                             "token; set rl.stop=''")
     n_rollouts = rc.prompts_per_step * rc.group_size
     if rc.tis_cap < 0 or 0 < rc.tis_cap < 1:
         raise ValueError(f"rl.tis_cap={rc.tis_cap}: the importance-weight cap must be >= 1 (TRL's default 2.0), or 0 = off")
@@ -305,14 +359,17 @@ def run_rl(config, workdir: str, inputs: RLInputs) -> tuple[dict, dict]:
             return out
 
         sampling = SamplingParams(max_new_tokens=max_new, temperature=rc.temperature, top_p=rc.top_p,
-                                  top_k=rc.top_k, n=rc.group_size, stop=parse_stop(rc.stop))
+                                  top_k=rc.top_k, n=rc.group_size, stop=parse_stop(rc.stop),
+                                  # episodes: a turn that ends mid-chunk waits for the chunk's end
+                                  chunk_size=16 if rc.env else 32, eos_ids=eos_ids(tok, model, "chat", "")
+                                  if rc.env else None)
         greedy = dataclasses.replace(sampling, temperature=0.0, top_p=1.0, top_k=0, n=1)
 
         def do_eval(step: int) -> bool:
             if not inputs.eval_prompts:
                 return False
-            r = sample_and_score(inputs, combine(run.state["params"], run.frozen), inputs.eval_prompts, greedy)
-            return run.evaluate(step, reward_metrics("eval", r.total, r.parts, r.samples))
+            r = sample_and_score(inputs, combine(run.state["params"], run.frozen), inputs.eval_prompts, greedy, rc)
+            return run.evaluate(step, reward_metrics("eval", r))
 
         if tc.eval_at_start and run.start_step == 0:
             do_eval(0)
@@ -328,12 +385,16 @@ def run_rl(config, workdir: str, inputs: RLInputs) -> tuple[dict, dict]:
                                   prompt_len, max_new, pad_id)
             if rc.mask_truncated:
                 batch["mask"][np.asarray([f == "length" for f in samples.finish_reasons])] = 0.0
+            if rc.env:  # the tool replies are in the sequence (the policy reads them) but not in the loss
+                batch["valid"] = batch["mask"].copy()
+                batch["mask"] *= sampler_logprobs(samples.sampled_mask, max_new)
             batch.update(jax.device_get(score(run.state["params"], run.frozen, batch)))
-            metrics = reward_metrics("train", r.total, r.parts, samples)
+            metrics = reward_metrics("train", r)
             batch, logprob_metrics = add_sampler_logprobs(batch, sampler_logprobs(samples.logprobs, max_new), tis_cap)
             metrics.update(logprob_metrics)
             advantages, adv_metrics = algorithm.advantages(batch, r.total, rc, kl.value)
             batch.update(advantages)
+            batch.pop("valid", None)
             if rc.loss_agg == "dapo":
                 batch = add_token_share(batch)
             metrics.update(adv_metrics)
@@ -361,7 +422,8 @@ def run_rl(config, workdir: str, inputs: RLInputs) -> tuple[dict, dict]:
                 run.log(step, metrics)
                 if completion_log is not None:
                     completion_log.write(completion_rows(step, [r.rows[i]["prompt"] for i in samples.prompt_index],
-                                                         samples.texts, r.total, r.parts, rc.log_completions))
+                                                         getattr(samples, "transcripts", samples.texts), r.total,
+                                                         r.parts, rc.log_completions))
             run.progress(reward=f"{metrics['train/reward']:.3f}")
             return metrics, run.end_step(step, {}, do_eval)  # eval when due; early stop, SIGTERM, checkpoint
 
@@ -372,7 +434,7 @@ def run_rl(config, workdir: str, inputs: RLInputs) -> tuple[dict, dict]:
 
         def rollouts(step: int, params, rows: list[dict]) -> Rollouts:
             return sample_and_score(inputs, combine(params, run.frozen), rows,
-                                    dataclasses.replace(sampling, seed=config.seed * 1_000_003 + step))
+                                    dataclasses.replace(sampling, seed=config.seed * 1_000_003 + step), rc)
 
         tis_cap = rc.tis_cap or (2.0 if rc.overlap else 0.0)
         background = concurrent.futures.ThreadPoolExecutor(1, "rl-rollouts") if rc.overlap else None

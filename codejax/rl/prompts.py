@@ -57,11 +57,17 @@ def load_prompt_rows(config) -> tuple[list[dict], list[dict]]:
     return train, held
 
 
-def attach_prompt_ids(rows: list[dict], tokenizer, chat: bool) -> list[dict]:
-    """Each row with its "prompt_ids" (through the chat template with rl.chat)."""
+def attach_prompt_ids(rows: list[dict], tokenizer, chat: bool, env: str = "") -> list[dict]:
+    """Each row with its "prompt_ids" (through the chat template with rl.chat). With an environment
+    (rl.env) the first user turn is the environment's `reset(row)`, and its tools are in the system turn."""
     texts = [r["prompt"] for r in rows]
+    tools = None
+    if env:
+        from codejax.rl.tool_envs import env_tools, make_env
+        texts = [make_env(env, r).reset(r) for r in rows]
+        tools, chat = env_tools(env) or None, True
     if chat:
-        texts = [tokenizer.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True,
-                                               tokenize=False) for t in texts]
+        texts = [tokenizer.apply_chat_template([{"role": "user", "content": t}], tools=tools,
+                                               add_generation_prompt=True, tokenize=False) for t in texts]
     ids = encode_prompts(tokenizer, texts, "chat" if chat else "completion")
     return [{**r, "prompt_ids": i} for r, i in zip(rows, ids)]

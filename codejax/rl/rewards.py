@@ -407,3 +407,27 @@ def format_reward(prompts, completions, *, format_regex=None, **_):
             raise ValueError(f"row {i}: format_regex {pattern!r} is not a valid regex: {e}") from None
         scores.append(1.0 if ok else 0.0)
     return scores
+
+
+_INTEGER = re.compile(r"-?\d+")
+
+
+@register_reward("exact_answer")
+def exact_answer(prompts, completions, *, answer=None, **_):
+    """1.0 if the completion gives the row's `answer`, else 0.0; None for rows without one. A numeric
+    answer must be the completion's last integer ("The answer is 10063." counts); any other answer
+    must equal the completion, stripped."""
+    if answer is None:
+        raise ValueError("reward 'exact_answer' needs an 'answer' column")
+    out: list[float | None] = []
+    for completion, want in zip(completions, _column("answer", answer, len(completions))):
+        if want is None:
+            out.append(None)
+            continue
+        text, want = _text(completion).strip(), str(want).strip()
+        if _INTEGER.fullmatch(want):
+            found = _INTEGER.findall(text)
+            out.append(float(bool(found) and int(found[-1]) == int(want)))
+        else:
+            out.append(float(text == want))
+    return out

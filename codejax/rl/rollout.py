@@ -79,7 +79,7 @@ class RewardSpec:
         """The registered rewards named in rl.rewards (after importing rl.reward_modules), with rl's
         sandbox settings and rl.chat bound to those taking them."""
         # .get: a hand-built rl section (tests, notebooks) may lack the newer fields.
-        chat = bool(rc.get("chat", False))
+        chat = bool(rc.get("chat", False) or rc.get("env", ""))  # an environment's episodes are chats
         import_reward_modules(rc.get("reward_modules", ""))
         names = [n.strip() for n in rc.rewards.split(",") if n.strip()]
         weights = [float(w) for w in rc.reward_weights.split(",") if w.strip()] or [1.0] * len(names)
@@ -90,7 +90,7 @@ class RewardSpec:
         weights = dict(zip(names, weights))
         for name, fn in (extra or {}).items():
             fns[name], weights[name] = fn, 1.0
-        if not fns:
+        if not fns and not rc.get("env", ""):
             raise ValueError("no rewards: set rl.rewards (e.g. 'unit_tests') and/or rl.reward_model")
         return cls(fns, weights, rc.ensemble, rc.missing_eos_penalty, chat)
 

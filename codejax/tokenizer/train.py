@@ -62,17 +62,47 @@ DEFAULT_MODEL_MAX_LENGTH = 4096
 # The assistant's content *and* its <|im_end|> sit inside {% generation %}: the model must
 # learn to emit the end-of-turn token, but not the "<|im_start|>assistant\n" header, which
 # the prompt (add_generation_prompt) always supplies at inference time.
-CHAT_TEMPLATE = r"""{%- for message in messages %}
+# Tools (codejax/data/tools.py has the format and its parser): `tools=` schemas go in the system
+# turn (after a given system message's content), one JSON line each; an assistant's `tool_calls`
+# follow its content as <tool_call> JSON blocks, inside the generation mask; `tool` turns (the
+# results) stay outside it. Without tools the output is what it was before tools were added.
+CHAT_TEMPLATE = r"""{%- if tools %}
+    {{- '<|im_start|>system\n' }}
+    {%- if messages and messages[0].role == 'system' %}
+        {{- messages[0].content ~ '\n\n' }}
+    {%- endif %}
+    {{- '# Tools\nCall a tool with a JSON object {"name": ..., "arguments": {...}} between <tool_call> and </tool_call>. The tools:\n<tools>' }}
+    {%- for tool in tools %}
+        {{- '\n' ~ (tool | tojson) }}
+    {%- endfor %}
+    {{- '\n</tools><|im_end|>\n' }}
+{%- endif %}
+{%- for message in messages %}
     {%- if message.role not in ['system', 'user', 'assistant', 'tool'] %}
         {{- raise_exception('Unsupported chat role: ' ~ message.role) }}
     {%- endif %}
     {%- if message.content is not string %}
         {{- raise_exception('Message content must be a string for role ' ~ message.role) }}
     {%- endif %}
-    {%- if message.role == 'assistant' %}
+    {%- if tools and loop.first and message.role == 'system' %}
+    {%- elif message.role == 'assistant' %}
         {{- '<|im_start|>assistant\n' }}
         {%- generation %}
-            {{- message.content ~ '<|im_end|>' }}
+            {{- message.content }}
+            {%- for tool_call in message.tool_calls or [] %}
+                {%- set call = tool_call.function if tool_call.function is defined else tool_call %}
+                {%- if message.content or not loop.first %}
+                    {{- '\n' }}
+                {%- endif %}
+                {{- '<tool_call>\n{"name": ' ~ (call.name | tojson) ~ ', "arguments": ' }}
+                {%- if call.arguments is string %}
+                    {{- call.arguments }}
+                {%- else %}
+                    {{- call.arguments | tojson }}
+                {%- endif %}
+                {{- '}\n</tool_call>' }}
+            {%- endfor %}
+            {{- '<|im_end|>' }}
         {%- endgeneration %}
         {{- '\n' }}
     {%- else %}
