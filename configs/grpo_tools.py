@@ -5,7 +5,7 @@ its output and answers; the episode's reward is rl.rewards on the final answer p
     python -m codejax.main --config configs/grpo_tools.py --workdir /runs/grpo_tools \
         --config.model.hf_path=/runs/sft_tools/hf_model --config.rl.prompts_path=/data/prompts.jsonl
 
-The built-in task (rl.builtin_task='arith_tool'): "What is 347 * 29?", scored by `exact_answer`;
+The built-in task (rl.builtin_task='arith_tool'): "What is 47 * 29?", scored by `exact_answer`;
 start from an agentic-SFT model (configs/sft_tools.py), since a random policy never calls a tool.
 rl.env='unit_tests' instead: each turn is a solution, the sandbox's test feedback comes back,
 up to rl.max_turns tries (rows with `tests`; rl.rewards='' lets the environment's reward stand alone).
@@ -36,6 +36,7 @@ def _tiny(c):
     c.rl.max_turns = 3
     c.rl.max_reply_tokens = 32
     c.rl.minibatches = 2
+    c.rl.eval_fraction = 0.02  # ~40 held-out prompts: every eval runs their episodes, tools included
 
 
 def get_config(arg=None):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["sft", "sft_peft", "dpo", "reward", "grpo_code"]
+TINY = ["sft", "sft_peft", "dpo", "reward", "grpo_code", "sft_tools", "grpo_tools"]
 
 
 @pytest.mark.slow
@@ -23,3 +23,6 @@ def test_tiny_variant_runs_with_no_other_flags(name, tmp_path):
     saved = json.loads((workdir / "config.json").read_text())
     assert saved["tokenizer"]["path"] == "builtin"  # resolved at load time, so the workdir stays portable
     assert (workdir / "metrics.jsonl").read_text().strip()
+    if name == "grpo_tools":  # the contract's episode metrics, beside the usual rewards
+        logged = set().union(*(json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()))
+        assert {"train/reward", "eval/reward", "train/tool_calls", "train/turns"} <= logged

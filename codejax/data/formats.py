@@ -274,11 +274,11 @@ def tokenize_parsed(spec: FormatSpec, tokenizer, parsed: Sequence[Parsed]) -> li
 def _tokenize_chats(tokenizer, chats: Sequence[Chat]) -> list[Example]:
     """One apply_chat_template call per distinct tool set (the template takes one per call)."""
     groups: dict[str, list[int]] = {}
-    for i, chat in enumerate(chats):
-        groups.setdefault(json.dumps(chat.tools, sort_keys=True), []).append(i)
+    for i, chat in enumerate(chats):  # keyed by the JSON as written: key order shows in the rendered schema
+        groups.setdefault(json.dumps(chat.tools), []).append(i)
     examples: list[Example | None] = [None] * len(chats)
-    for key, rows in groups.items():
-        out = tokenizer.apply_chat_template([chats[i].messages for i in rows], tools=json.loads(key), tokenize=True,
+    for rows in groups.values():
+        out = tokenizer.apply_chat_template([chats[i].messages for i in rows], tools=chats[rows[0]].tools, tokenize=True,
                                             return_dict=True, return_assistant_tokens_mask=True)
         for i, ids, mask in zip(rows, out["input_ids"], out["assistant_masks"]):
             examples[i] = _example(ids, mask)

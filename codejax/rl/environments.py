@@ -17,8 +17,8 @@ CPU-sized model can show the methods learning in minutes:
 * `arith_pairs`: preference pairs, the right operator chosen over a wrong one;
 * `arith_humaneval`: every problem of a split once, as HumanEval-format rows for the `eval` job.
 
-`arith_tool` is the multi-turn task (rl.env='python'): "What is 347 * 29?", where the policy cannot
-do the arithmetic in its head but can write `print(347 * 29)` and copy what the tool prints.
+`arith_tool` is the multi-turn task (rl.env='python'): "What is 47 * 29?", where the policy cannot
+do the arithmetic in its head but can write `print(47 * 29)` and copy what the tool prints.
 `arith_tool_prompts` gives RL rows (`answer`, read by the `exact_answer` reward) and
 `arith_tool_chats` agentic-SFT trajectories: tool selection (small sums answered directly), tool
 use, recovery from a failed call (a typo, then the fix) and two calls in one episode. Its tool
@@ -133,7 +133,7 @@ def _tool_problem(rng: random.Random, split: str | None, small: bool = False) ->
     if split not in SPLITS:
         raise ValueError(f"split={split!r}; expected one of {SPLITS}")
     while True:
-        a, b = (rng.randint(1, 9), rng.randint(1, 9)) if small else (rng.randint(10, 999), rng.randint(10, 99))
+        a, b = (rng.randint(1, 9), rng.randint(1, 9)) if small else (rng.randint(10, 99), rng.randint(10, 99))
         op = "+" if small else rng.choice(TOOL_OPS)
         digest = hashlib.sha256(f"tool\0{a}\0{op}\0{b}".encode()).digest()
         held = int.from_bytes(digest[:8], "big") / 2.0 ** 64 < HELD_OUT_FRACTION
@@ -146,7 +146,7 @@ def _value(a: int, op: str, b: int) -> int:
 
 
 def arith_tool_prompts(n: int, seed: int = 0, split: str | None = None) -> list[dict]:
-    """{prompt, answer} rows: a two- or three-digit sum, difference or product to compute."""
+    """{prompt, answer} rows: a sum, difference or product of two two-digit numbers."""
     rng = random.Random(seed)
     rows = []
     for _ in range(n):

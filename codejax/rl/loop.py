@@ -382,12 +382,9 @@ def run_rl(config, workdir: str, inputs: RLInputs) -> tuple[dict, dict]:
             samples = r.samples
             t_score = time.time()
             batch = rollout_batch([p["prompt_ids"] for p in r.rows for _ in range(rc.group_size)], samples.tokens,
-                                  prompt_len, max_new, pad_id)
+                                  prompt_len, max_new, pad_id, getattr(samples, "sampled_mask", None))
             if rc.mask_truncated:
                 batch["mask"][np.asarray([f == "length" for f in samples.finish_reasons])] = 0.0
-            if rc.env:  # the tool replies are in the sequence (the policy reads them) but not in the loss
-                batch["valid"] = batch["mask"].copy()
-                batch["mask"] *= sampler_logprobs(samples.sampled_mask, max_new)
             batch.update(jax.device_get(score(run.state["params"], run.frozen, batch)))
             metrics = reward_metrics("train", r)
             batch, logprob_metrics = add_sampler_logprobs(batch, sampler_logprobs(samples.logprobs, max_new), tis_cap)

@@ -26,11 +26,15 @@ from codejax.rl.rewards import as_array, bind_settings, combine_rewards, get_rew
 log = logging.getLogger(__name__)
 
 def rollout_batch(prompt_ids: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], prompt_len: int,
-                  max_new_tokens: int, pad_id: int) -> dict[str, np.ndarray]:
+                  max_new_tokens: int, pad_id: int,
+                  sampled_mask: Sequence[Sequence[int]] | None = None) -> dict[str, np.ndarray]:
     """The training rows of N (prompt, completion) pairs; see the module docstring.
 
     Prompts longer than `prompt_len` keep their last `prompt_len` tokens (the sampler saw them
     whole, so log-probs may then differ slightly; the job sizes P to the longest prompt).
+    Multi-turn episodes pass `sampled_mask` (1 = the policy's token): the tool replies stay in the
+    rows (the policy reads them) but get mask 0, and "valid" marks every episode token (PPO's GAE
+    runs over it; the loop drops it before the update).
     """
     n, width = len(completions), prompt_len + max_new_tokens
     full = np.full((n, width), pad_id, np.int32)
@@ -43,8 +47,12 @@ def rollout_batch(prompt_ids: Sequence[Sequence[int]], completions: Sequence[Seq
         valid[i, prompt_len - len(p):prompt_len + len(c)] = True
         mask[i, :len(c)] = 1.0
     positions = np.maximum(np.cumsum(valid, axis=1) - 1, 0).astype(np.int32)
-    return {"inputs": full[:, :-1], "targets": full[:, 1:], "positions": positions[:, :-1],
-            "segment_ids": valid[:, :-1].astype(np.int32), "mask": mask}
+    out = {"inputs": full[:, :-1], "targets": full[:, 1:], "positions": positions[:, :-1],
+           "segment_ids": valid[:, :-1].astype(np.int32), "mask": mask}
+    if sampled_mask is not None:
+        out["valid"] = mask.copy()
+        out["mask"] = mask * sampler_logprobs(sampled_mask, max_new_tokens)  # same [N, T] layout
+    return out
 
 
 def sampler_logprobs(logprobs: Sequence[Sequence[float]], max_new_tokens: int) -> np.ndarray:
