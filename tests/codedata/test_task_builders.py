@@ -129,14 +129,14 @@ def test_every_task_yields_rows_of_the_right_shape(alpaca_rows):
         else:
             assert all(isinstance(row[k], str) for k in ("instruction", "input", "output"))
             assert row["instruction"] and row["output"].strip()
-    assert sorted(by_task) == sorted(tasks.TASK_NAMES)
+    assert sorted(by_task) == sorted(set(tasks.TASK_NAMES) - {"tool_repair"})  # that one needs the sandbox
     # Every function has a docstring and a body, so these tasks cover all four...
     for task in ("function_impl", "completion", "fim", "docstring", "variable_naming", "code_search", "repair",
                  "refactor", "preference", "bug_detection"):
         assert [r["function"] for r in by_task[task]] == FUNCTIONS, task
     # ...while join_fields has no annotations to infer.
     assert [r["function"] for r in by_task["type_inference"]] == ["mean", "count_words", "is_prime"]
-    assert skipped == {"type_inference:no_annotations": 1}
+    assert skipped == {"type_inference:no_annotations": 1, "tool_repair:no_sandbox": 4}
     # Longer, branchier functions are rated harder.
     difficulty = {r["function"]: r["difficulty"] for r in by_task["function_impl"]}
     assert difficulty["is_prime"] > difficulty["mean"]
@@ -345,3 +345,21 @@ def test_rows_do_not_depend_on_string_hashing():
     done = subprocess.run([sys.executable, "-c", script], input=json.dumps(RECORD), capture_output=True, text=True,
                           env=env, check=True, timeout=120)
     assert json.loads(done.stdout) == _build(seed=5, fim_mode="both")[0]
+
+
+def test_tool_repair_trajectories_show_what_the_python_tool_replies():
+    """The trajectory's tool turns are the sandbox's real replies: the python environment gives the same."""
+    from codejax.data.tools import format_assistant
+    from codejax.rl.tool_envs import make_env
+    rows, skipped = _build(["tool_repair"], check_with_sandbox=True)
+    assert rows and sum(skipped.values()) + len(rows) == len(FUNCTIONS), skipped
+    env = make_env("python", {"prompt": ""})
+    for row in rows:
+        messages = row["messages"]
+        assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant", "tool", "assistant"]
+        assert row["tools"][0]["function"]["name"] == "python" and row["verified"] is True
+        for i in (1, 3):
+            assert env.step(format_assistant("", messages[i]["tool_calls"]))[0] == messages[i + 1]["content"]
+        assert messages[2]["content"] != messages[4]["content"]  # the bug shows, the fix does not
+        assert _source_of(row["function"]).rstrip() in messages[5]["content"]
+        assert f"should print `{messages[4]['content']}`" in messages[0]["content"]

@@ -58,7 +58,14 @@ Preference
   ``preference``       prompt = function_impl's instruction + signature, chosen = the body,
                        rejected = the same body with one injected bug.
 
-``bug_detection``, ``repair`` and ``preference`` share one injected bug per function. With
+Agentic
+  ``tool_repair``      a tool-use trajectory, always ``{messages, tools}`` (the python tool): the user
+                       gives the buggy function and what a call should print; the assistant runs it,
+                       reads the sandbox's real output or error line, runs the fixed function and
+                       answers with it. Needs ``check_with_sandbox``, inputs and a function that runs
+                       on its own (skips ``no_sandbox``, ``no_inputs``, ``not_standalone``). Extra: ``bug_kind``.
+
+``bug_detection``, ``repair``, ``preference`` and ``tool_repair`` share one injected bug per function. With
 ``check_with_sandbox`` and inputs, a bug that changes no output is redrawn (up to 3 times;
 then the skip is ``bug_not_observable``, and ``no_bug_site`` when no kind applies).
 
@@ -94,7 +101,7 @@ from codejax.codedata.tasks.source import extract_functions, module_names, modul
 
 TASK_NAMES: tuple[str, ...] = ("function_impl", "completion", "fim", "test_generation", "docstring",
                                "bug_detection", "variable_naming", "type_inference", "code_search", "repair",
-                               "refactor", "preference")
+                               "refactor", "preference", "tool_repair")
 OUTPUT_FORMATS = ("alpaca", "chat")
 FIM_MODES = ("psm", "spm", "both")
 assert set(TASK_NAMES) == set(BUILDERS)
@@ -138,6 +145,8 @@ def check_task_names(names: Sequence[str]) -> None:
 
 
 def _layout(task: str, fields: dict, options: TaskOptions) -> dict:
+    if task == "tool_repair":  # a trajectory is a chat with tools in either row format
+        return fields
     if task == "preference" or options.row_format == "alpaca":
         return fields
     user = fields["instruction"] + ("\n\n" + fields["input"] if fields["input"] else "")

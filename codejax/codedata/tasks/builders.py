@@ -24,6 +24,8 @@ from codejax.codedata.functions import docstring_summary
 from codejax.codedata import augment
 from codejax.codedata.augment import bugs, cst_tools, execution, rename, style
 from codejax.codedata.tasks.source import Function, split_lines
+from codejax.rl.tool_envs import PYTHON_TOOL, run_output
+from codejax.sandbox import Program, run_programs
 
 NOT_RUN = object()
 
@@ -412,9 +414,55 @@ def preference(job: Job, rng: random.Random):
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected}, {"bug_kind": kind, "verified": verified}
 
 
+# --------------------------------------------------------------------------- agentic trajectory
+
+def _print_call(source: str, call: str) -> str:
+    return f"{source.rstrip()}\n\nprint(repr({call}))\n"
+
+
+def tool_repair(job: Job, rng: random.Random):
+    """A tool-use trajectory (chat with the python tool): the user gives the buggy function and what a call
+    should return; the assistant runs the call, reads the real output or error, runs the fixed function and
+    answers with it. Both tool replies are what the sandbox printed (codejax.rl.tool_envs.run_output), so
+    the trajectory is what the `python` environment would show. Needs check_with_sandbox, generated or
+    doctest inputs and a standalone function (one that runs without the rest of its file)."""
+    if not job.can_execute:
+        return "no_sandbox"
+    drawn = job.bug()
+    if drawn is None:
+        return job.bug_skip
+    buggy, kind, _ = drawn
+    calls = job.calls()[:3]
+    if not calls:
+        return "no_inputs"
+    programs = [Program(code=_print_call(src, c), name="tool_repair")
+                for c in calls for src in (job.fn.source, buggy)]
+    results = run_programs(programs, job.limits, workers=2, progress=False)
+    for i, call in enumerate(calls):
+        good, bad = results[2 * i], results[2 * i + 1]
+        if good.passed and run_output(good) != run_output(bad):
+            break
+    else:
+        return "not_standalone" if not any(r.passed for r in results[::2]) else "bug_not_observable"
+
+    def run(code: str) -> dict:
+        return {"role": "assistant", "content": "",
+                "tool_calls": [{"name": "python", "arguments": {"code": code}}]}
+
+    expected = good.stdout.strip()
+    messages = [
+        {"role": "user", "content": f"`{call}` should print `{expected}` with `print(repr(...))`, but this "
+                                    f"function gets it wrong. Run it, find the bug and fix it.\n\n{buggy}"},
+        run(_print_call(buggy, call)), {"role": "tool", "content": run_output(bad)},
+        run(_print_call(job.fn.source, call)), {"role": "tool", "content": run_output(good)},
+        {"role": "assistant", "content": f"The fixed function:\n\n```python\n{job.fn.source.rstrip()}\n```"},
+    ]
+    return {"messages": messages, "tools": [PYTHON_TOOL]}, {"bug_kind": kind, "verified": True}
+
+
 BUILDERS: dict[str, Callable] = {
     "function_impl": function_impl, "completion": completion, "fim": fim, "test_generation": test_generation,
     "docstring": docstring, "bug_detection": bug_detection, "variable_naming": variable_naming,
     "type_inference": type_inference, "code_search": code_search, "repair": repair, "refactor": refactor,
-    "preference": preference,
+    "preference": preference, "tool_repair": tool_repair,
 }
