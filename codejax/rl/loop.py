@@ -24,6 +24,12 @@ run trains on the same prompts, but its first step's rollouts are on-policy (the
 weights are not saved): resume is exact without overlap only. Every step logs the split
 train/time/{generation,reward,score,update,wait}_s.
 
+With `rl.env` a step's rollouts are multi-turn episodes (`sample_episodes`): an environment
+(codejax/rl/tool_envs.py) answers each assistant turn, the sampler feeds its reply back
+(codejax.generate.turns), the replies are masked out of the loss, and the episode's reward is the
+environment's plus rl.rewards on the final answer; train/tool_calls, train/turns and
+train/time/tool_s are logged beside the rest.
+
 Every logged step also appends `rl.log_completions` of its completions, with their rewards,
 to WORKDIR/completions.jsonl (TRL's log_completions), and a policy that stops learning (every
 group's rewards equal, or a zero gradient, STALL_STEPS steps in a row) gets a warning saying
@@ -361,7 +367,7 @@ def run_rl(config, workdir: str, inputs: RLInputs) -> tuple[dict, dict]:
         sampling = SamplingParams(max_new_tokens=max_new, temperature=rc.temperature, top_p=rc.top_p,
                                   top_k=rc.top_k, n=rc.group_size, stop=parse_stop(rc.stop),
                                   # episodes: a turn that ends mid-chunk waits for the chunk's end
-                                  chunk_size=16 if rc.env else 32, eos_ids=eos_ids(tok, model, "chat", "")
+                                  chunk_size=16 if rc.env else 32, eos_ids=eos_ids(tok, model, "chat", config.model.hf_path)
                                   if rc.env else None)
         greedy = dataclasses.replace(sampling, temperature=0.0, top_p=1.0, top_k=0, n=1)
 
