@@ -67,6 +67,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=None, help="output folder; default experiments (with --quick: the temp dir)")
     parser.add_argument("--quick", action="store_true", help="smoke run: a few steps of each job")
+    parser.add_argument("--sft-dir", default="", help="reuse the SFT stage of an earlier run: a folder holding "
+                        "sft/hf_model and tokenizer/ (the RL runs take minutes, the SFT run most of the time)")
     args = parser.parse_args()
     if args.out is None:
         args.out = quick_out("tool_rl_quick") if args.quick else HERE
@@ -86,7 +88,6 @@ def run_all(args, n, root):
     from codejax.rl.environments import arith_tool_chats, arith_tool_prompts
 
     sft_rows = arith_tool_chats(n["sft_rows"], seed=3, split="train", direct_fraction=0.3)
-    tok = tokenizer(root, sft_rows)
     timings = {}
 
     def run(job, name, workdir, overrides):
@@ -95,18 +96,23 @@ def run_all(args, n, root):
         timings[os.path.basename(workdir)] = round(time.time() - t0, 1)
         return summary
 
-    sft_dir = os.path.join(root, "sft")
-    run("sft", "sft_tools", sft_dir, {
-        "tokenizer.path": tok, "data.train_paths": write_jsonl(os.path.join(root, "sft.jsonl"), sft_rows),
-        "data.seq_len": 256, "data.batch_size": 32, "optim.lr": 3e-3, "optim.warmup_steps": 20,
-        "train.steps": n["sft_steps"], "train.eval_every": 0, "train.export_hf": True})
+    if args.sft_dir:
+        tok, sft_dir = os.path.join(args.sft_dir, "tokenizer"), os.path.join(args.sft_dir, "sft")
+    else:
+        tok, sft_dir = tokenizer(root, sft_rows), os.path.join(root, "sft")
+    if not args.sft_dir:
+        run("sft", "sft_tools", sft_dir, {
+            "tokenizer.path": tok, "data.train_paths": write_jsonl(os.path.join(root, "sft.jsonl"), sft_rows),
+            "data.seq_len": 256, "data.batch_size": 32, "optim.lr": 3e-3, "optim.warmup_steps": 20,
+            "train.steps": n["sft_steps"], "train.eval_every": 0, "train.export_hf": True})
     prompts = {"rl.prompts_path": write_jsonl(os.path.join(root, "train.jsonl"),
                                               arith_tool_prompts(2048, seed=4, split="train")),
                "rl.eval_prompts_path": write_jsonl(os.path.join(root, "eval.jsonl"),
                                                    arith_tool_prompts(n["eval_prompts"], seed=5, split="held_out"))}
     rl = {"model.hf_path": os.path.join(sft_dir, "hf_model"), "model.preset": "", "tokenizer.path": tok,
           **prompts, "train.steps": n["rl_steps"], "train.eval_at_start": True, "train.eval_every": n["eval_every"],
-          "train.checkpoint_every": 0, "train.log_every": 1, "optim.lr": 5e-4, "rl.prompts_per_step": n["prompts"],
+          "train.checkpoint_every": 0, "train.log_every": 1, "optim.lr": 2e-4, "rl.temperature": 0.6,
+          "rl.prompts_per_step": n["prompts"],
           "rl.group_size": n["group_size"], "rl.minibatches": 1, "rl.max_new_tokens": 96, "rl.loss_agg": "dapo"}
     tools_dir, plain_dir = os.path.join(root, "grpo_tools"), os.path.join(root, "grpo_no_tools")
     run("grpo", "grpo_tools", tools_dir, {**rl, "rl.max_turns": 3, "rl.max_reply_tokens": 64})
@@ -132,7 +138,7 @@ def run_all(args, n, root):
     png = os.path.join(args.out, "tool_rl_curves.png")
     fig.savefig(png, dpi=110)
     out = {"machine": machine(), "versions": versions(["jax", "flax", "optax"]), "seconds": timings,
-           "quick": args.quick, "sizes": n, "curves": results, "step_time_split_s": mean,
+           "quick": args.quick, "sft_dir": args.sft_dir, "sizes": n, "curves": results, "step_time_split_s": mean,
            "episodes_per_s": episodes_per_s}
     with open(os.path.join(args.out, "results", "tool_rl.json"), "w") as f:
         json.dump(out, f, indent=1)
