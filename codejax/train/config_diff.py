@@ -46,6 +46,7 @@ CHANGE_CLASSES: tuple[tuple[str, str], ...] = (
     ("rl.sandbox_*", RESUMABLE), ("rl.log_completions", RESUMABLE),
     ("rl.prompts_path", INCOMPATIBLE), ("rl.builtin_task", INCOMPATIBLE), ("rl.eval_fraction", INCOMPATIBLE),
     ("rl.eval_prompts_path", INCOMPATIBLE), ("rl.algorithm", INCOMPATIBLE), ("rl.value_head", INCOMPATIBLE), ("rl.chat", INCOMPATIBLE),
+    ("rl.env", INCOMPATIBLE),  # another environment renders other prompts (its tools) and other episodes
     ("rl.*", ALLOWED),
     # Only job `quickstart` reads its section (JOB_CLASSES): its stages get what they use through
     # their own fields, so a finished stage is not refused over, say, quickstart.grpo_steps.

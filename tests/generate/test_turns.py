@@ -25,7 +25,9 @@ def setup(chat_tokenizer_dir):
     return tok, Transformer(cfg), {"params": params}, prompts
 
 
-def _episodes(setup, max_turns=3, max_new=64, **kw):
+@pytest.fixture(scope="module")
+def episodes(setup):
+    """One batch of 6 episodes (2 prompts x 3), up to 3 turns, and every respond() call."""
     tok, model, variables, prompts = setup
     calls = []
 
@@ -34,15 +36,14 @@ def _episodes(setup, max_turns=3, max_new=64, **kw):
         return [f"reply to {r}" for r in rows]
 
     # A third of the vocabulary ends a turn, so turns are short and end at different steps per sequence.
-    params = SamplingParams(max_new_tokens=max_new, temperature=1.0, n=3, eos_ids=tuple(range(2, len(tok), 3)),
+    params = SamplingParams(max_new_tokens=64, temperature=1.0, n=3, eos_ids=tuple(range(2, len(tok), 3)),
                             chunk_size=4, seed=3)
-    return generate_turns(model, variables, tok, prompts, params, respond, max_turns=max_turns,
-                          max_reply_tokens=48, **kw), calls
+    return generate_turns(model, variables, tok, prompts, params, respond, max_turns=3, max_reply_tokens=48), calls
 
 
-def test_sampled_logprobs_match_one_forward_pass_over_the_episode(setup):
+def test_sampled_logprobs_match_one_forward_pass_over_the_episode(setup, episodes):
     tok, model, variables, _ = setup
-    ep, calls = _episodes(setup)
+    ep, calls = episodes
     assert len(set(map(len, ep.turns))) > 1 or len(set(len(t) for t in ep.tokens)) > 1  # not in lockstep
     for prompt, toks, logps, sampled in zip(ep.prompt_tokens, ep.tokens, ep.logprobs, ep.sampled_mask):
         full = prompt + toks
@@ -54,9 +55,9 @@ def test_sampled_logprobs_match_one_forward_pass_over_the_episode(setup):
         assert not any(np.asarray(logps)[np.asarray(sampled) == 0])  # replies carry no sampler log-prob
 
 
-def test_replies_are_the_templates_tool_turns_and_turns_are_bounded(setup):
+def test_replies_are_the_templates_tool_turns_and_turns_are_bounded(setup, episodes):
     tok = setup[0]
-    ep, calls = _episodes(setup)
+    ep, calls = episodes
     wrapper = reply_wrapper(tok)
     assert wrapper == ("\n", "<|im_start|>tool\n{}<|im_end|>\n<|im_start|>assistant\n")
     for r, (toks, sampled, turns, replies) in enumerate(zip(ep.tokens, ep.sampled_mask, ep.turns, ep.replies)):

@@ -102,6 +102,7 @@ def test_output_jobs_refuse_any_setting_that_shapes_their_output():
     assert classify("quickstart.grpo_steps", "pretrain") == RESUMABLE
     assert classify("optim.lr", "quickstart") == ALLOWED and classify("train.steps", "quickstart") == RESUMABLE
     assert classify("rl.eval_prompts_path", "grpo") == INCOMPATIBLE
+    assert classify("rl.env", "grpo") == INCOMPATIBLE and classify("rl.max_turns", "grpo") == ALLOWED
 
 
 def test_check_config_change_names_fields_and_the_fix():
