@@ -24,33 +24,12 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 from benchinfo import machine, quick_out, versions  # noqa: E402
+from rl_curves import configure, metric, write_jsonl  # noqa: E402 - the same job runner as the other RL curves
 
 FULL = dict(sft_rows=4096, sft_steps=800, rl_steps=30, prompts=8, group_size=8, eval_every=5, eval_prompts=64)
 QUICK = dict(sft_rows=256, sft_steps=4, rl_steps=2, prompts=2, group_size=2, eval_every=1, eval_prompts=4)
-
-
-def write_jsonl(path, rows):
-    with open(path, "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
-    return path
-
-
-def configure(name, overrides):
-    from codejax.config import load_config_file
-    config = load_config_file(os.path.join(ROOT, "configs", f"{name}.py") + ":tiny")
-    for key, value in overrides.items():
-        section, field = key.split(".")
-        setattr(getattr(config, section), field, value)
-    config.train.progress_bar = False
-    return config
-
-
-def metric(workdir, key):
-    from codejax.train.metrics import read_metrics
-    return [(r["step"], r[key]) for r in read_metrics(os.path.join(workdir, "metrics.jsonl")) if key in r]
 
 
 def tokenizer(root, rows):

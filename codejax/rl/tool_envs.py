@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 from codejax.data.tools import function_schema, parse_tool_calls
 from codejax.evaluation.benchmarks import extract_code
+from codejax.rl.rewards import test_blocks
 from codejax.sandbox import Limits, Program, Status, run_programs
 
 ENVS: dict[str, Callable[..., Any]] = {}
@@ -130,7 +131,6 @@ class UnitTestsEnv(_SandboxEnv):
     tools: list[dict] = []
 
     def step(self, action: str):
-        from codejax.rl.rewards import test_blocks
         row = self.row
         if row.get("tests") is None:
             raise ValueError("environment 'unit_tests' needs a 'tests' column in every prompt row")
