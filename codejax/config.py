@@ -260,11 +260,58 @@ def data_pipeline_section() -> Section:
     return Section(data_pipeline_fields())
 
 
+def synth_section() -> Section:
+    """Job `synth`: synthetic instruction data from a teacher (codejax/synth): generators -> quality
+    control (filters, dedup, decontamination, static analysis, sandbox verification, optional judge,
+    reward model and human review) -> train-*.jsonl that configs/sft.py reads, and a report."""
+    return Section(dict(
+        backend="local",  # local (codejax's sampler) | http (an OpenAI-compatible endpoint)
+        methods="self_instruct,evol_instruct,oss_instruct,backtranslation,diversify",  # in this order
+        items_per_method=64,  # candidates each method makes (before quality control)
+        # local: an HF model dir or a training workdir; '' = the model/tokenizer/peft sections (tiny: random)
+        model_path="", adapters="",  # adapters: NAME=PATH (HF PEFT dir or PEFT workdir); the first is used
+        # http: base URL (e.g. http://127.0.0.1:8000/v1; '' = $OPENAI_BASE_URL), model ('' = $OPENAI_MODEL),
+        # and the NAME of the environment variable holding the key (the key itself is never in a config)
+        url="", http_model="", api_key_env="OPENAI_API_KEY",
+        chat=True,  # chat prompts (the template / chat endpoint); False = raw completion prompts
+        max_concurrency=8, retries=3, retry_backoff_s=1.0, request_timeout_s=120.0,  # http
+        batch_size=16,  # local: rows per generate call (also the methods' batch of prompts)
+        max_total_tokens=0,  # token budget (prompt + completion, cached ones included); 0 = none
+        max_new_tokens=512, temperature=0.7, top_p=0.95,
+        seed_path="",  # seed tasks JSONL {instruction, solution?, tests?}; '' = codejax/synth/seeds.jsonl
+        snippets_path="",  # code JSONL files/globs (the data job's train-*.jsonl...); '' = stdlib functions
+        max_snippets=200, max_snippet_chars=2000,
+        prompts_dir="",  # your versions of codejax/synth/prompts/*.txt (same names), each replacing one
+        novelty_threshold=0.7,  # self_instruct: ROUGE-L against the pool at or above this is not new
+        evol_generations=2, evol_ops="",  # '' = all: add_constraints,edge_cases,complexity,time_space,bug_fix,breadth
+        diversify_ops="",  # '' = all: paraphrase,format,persona,difficulty
+        roundtrip_threshold=0.3,  # backtranslation instruction->code->instruction: ROUGE-L needed
+        # quality control
+        min_instruction_chars=20, max_instruction_chars=4000, max_solution_chars=8000,
+        min_prose_fraction=0.6,  # letters and spaces in the instruction (outside code blocks)
+        refusal_phrases="i'm sorry|i am sorry|i cannot|i can't|as an ai|i apologize|unable to help",
+        dedup_threshold=0.8,  # MinHash Jaccard of near-duplicates (1 = exact dedup only)
+        decontam_sets="humaneval",  # codejax.codedata.decontam sets (humaneval, mbpp:/path.jsonl, name:path); '' = off
+        decontam_ngram=10,
+        lint=True,  # drop solutions with pyflakes errors (undefined names, ...)
+        security_drop="high",  # drop bandit findings of this severity or worse: low | medium | high | '' (off)
+        verify=True,  # run solutions against their tests in the sandbox (and the tests against mutants)
+        mutants=4, min_kill_fraction=0.5, min_asserts=1,
+        sandbox_timeout_s=5.0, sandbox_workers=0,  # 0 = CPU count
+        judge=False, judge_min_score=6.0,  # score each item with the teacher (prompts/judge.txt)
+        reward_model="", reward_min=0.0,  # a `reward` job's workdir: drop items it scores below reward_min
+        review_path="",  # a filled-in review.jsonl / review.csv: its rejected items are dropped
+        review_required=False,  # with review_path: also drop items that have no verdict
+        output_format="alpaca",  # alpaca | chat
+        shard_rows=10000, plots=True,
+    ))
+
+
 SECTIONS: Mapping[str, Callable[[], Section]] = {
     "model": model_section, "tokenizer": tokenizer_section, "data": data_section, "optim": optim_section,
     "train": train_section, "peft": peft_section, "parallel": parallel_section, "quickstart": quickstart_section,
     "eval": eval_section, "preference": preference_section, "rl": rl_section,
-    "data_pipeline": data_pipeline_section,
+    "data_pipeline": data_pipeline_section, "synth": synth_section,
 }
 
 

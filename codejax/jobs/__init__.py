@@ -31,6 +31,7 @@ _JOB_MODULES = {
     "dpo": "codejax.jobs.preference",
     "grpo": "codejax.jobs.rl",
     "ppo": "codejax.jobs.rl",
+    "synth": "codejax.jobs.synth",
 }
 
 # Jobs that read data.train_paths -> the built-in rows they get for 'builtin' (codejax/builtin):
