@@ -15,6 +15,8 @@ chat with --config.synth.output_format=chat).
 """
 from codejax.config import apply_variants, base_config
 
+VARIANTS = ["", "tiny"]
+
 
 def get_config(arg=None):
     c = base_config()

@@ -36,6 +36,7 @@ import time
 from typing import Sequence
 
 BANDIT_SKIP = ("B101",)
+_SEVERITY_RANK = {"low": 1, "medium": 2, "high": 3}
 _BANDIT_CHUNK = 2000  # files per bandit process
 
 
@@ -135,6 +136,9 @@ def analyze(codes: Sequence[str], prompt_chars: Sequence[int] | None = None, *, 
                 security=len(findings),
                 security_ids=dict(collections.Counter(f["test_id"] for f in findings)),
                 security_severity=dict(collections.Counter(f["issue_severity"].lower() for f in findings)))
+            if findings:  # the id of the most severe finding (the first of them in the file)
+                samples[i]["security_worst"] = max(findings, key=lambda f: _SEVERITY_RANK.get(
+                    f["issue_severity"].lower(), 0))["test_id"]
     return QualityReport(samples, summarize(samples, security, time.monotonic() - start))
 
 

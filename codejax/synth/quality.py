@@ -94,7 +94,8 @@ def _dedup(items: list[Item], env: QCEnv) -> list[str]:
     live = [i for i, r in enumerate(out) if not r]
     if env.settings.dedup_threshold < 1 and len(live) > 1:
         num_perm = 128
-        sigs = [signature(items[i].instruction + "\n" + items[i].solution, num_perm, 5) for i in live]
+        # 3-token shingles: these texts are a few dozen tokens, where 5-grams (files) would miss near copies
+        sigs = [signature(items[i].instruction + "\n" + items[i].solution, num_perm, 3) for i in live]
         for cluster in near_duplicate_clusters(live, sigs, env.settings.dedup_threshold, num_perm):
             for j in cluster[1:]:  # the first item (in method order) stays
                 out[live[j]] = "near"
@@ -129,8 +130,7 @@ def _static(items: list[Item], env: QCEnv) -> list[str]:
         elif sc.lint and errors:
             out.append(f"lint:{errors[0]}")
         elif severe:
-            ids = sorted(sample.get("security_ids", {}))
-            out.append(f"security:{ids[0] if ids else severe[-1]}")
+            out.append(f"security:{sample.get('security_worst', severe[-1])}")
         else:
             out.append("")
     return out

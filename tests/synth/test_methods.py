@@ -1,0 +1,180 @@
+"""Each generator's prompts and parsing, the cache, the budget and the prompt overrides, against a
+scripted teacher: a Backend whose replies are a function of the prompt, so every branch is reachable."""
+import re
+
+import pytest
+
+from codejax.config import base_config
+from codejax.synth import GENERATORS, CachedBackend, Completion, Context, Prompts, TokenBudget, VerifySettings, load_seeds
+from codejax.synth.methods import run_generators
+
+NEW_TASKS = [
+    "Write `count_primes(n)` returning how many primes are below n.",
+    "Write `is_leap(year)` saying whether a year is a leap year in the Gregorian calendar.",
+    "Write `roman(n)` converting a positive integer to Roman numerals.",
+    "Write `transpose(m)` returning the transpose of a matrix given as nested lists.",
+    "Write `vowel_ratio(s)` giving the share of vowels among the letters of s.",
+    "Write `balanced(s)` checking that brackets in s are balanced and properly nested.",
+]
+
+
+def _name(prompt: str) -> str:
+    m = re.search(r"`(\w+)\(", prompt)
+    return m.group(1) if m else "solve"
+
+
+def _solution_reply(name: str, broken: bool = False) -> str:
+    op = "-" if broken else "+"
+    return (f"Solution:\n```python\ndef {name}(a, b=0):\n    return a {op} b\n```\n"
+            f"Tests:\n```python\nassert {name}(2, 3) == 5\nassert {name}(1) == 1\n```")
+
+
+class ScriptedTeacher:
+    name = "scripted"
+
+    def __init__(self, broken: str = ""):
+        self.calls, self.prompts, self.broken, self._k = 0, [], broken, 0
+
+    def reply(self, p: str) -> str:
+        if p.startswith("Write a correct, self-contained Python solution"):
+            name = _name(p.split("Task:", 1)[1])
+            return _solution_reply(name, broken=bool(self.broken) and self.broken in p)
+        if p.startswith("You write programming exercises"):
+            self._k += 1
+            return NEW_TASKS[(self._k - 1) % len(NEW_TASKS)]
+        if p.startswith("Take inspiration"):
+            return "Instruction:\nWrite `snip(a, b)` adding two numbers, inspired by the snippet.\n" + _solution_reply("snip")
+        if p.startswith("Here is a Python function"):
+            name = _name(p.split("Code:", 1)[1].replace("def ", "`", 1))
+            return (f"Instruction:\nWrite a function `{name}(...)` as the code does, with its edge cases.\n"
+                    f"Tests:\n```python\nassert {name} is not None\n```")
+        task = p.split("Task:", 1)[1].split("\n\n")[0].strip() if "Task:" in p else p
+        if "Rewrite the programming task" in p or "brand-new programming task" in p:
+            return f"{task} It must also reject negative input with ValueError and run in linear time overall."
+        if p.startswith("Paraphrase"):
+            return "In other words: " + task.replace("Write", "Implement")
+        return f"Version B. {task} Explain nothing, just follow the specification closely."
+
+    def complete(self, requests):
+        self.calls += len(requests)
+        out = []
+        for r in requests:
+            p = r.messages[0][1] if r.messages else r.prompt
+            self.prompts.append(p)
+            text = self.reply(p)
+            out.append(Completion(text, "stop", len(p.split()), len(text.split())))
+        return out
+
+
+def _ctx(tmp_path, teacher=None, budget=0, **overrides):
+    sc = base_config().synth
+    sc.unlock()
+    for k, v in {"batch_size": 4, "evol_generations": 2, "mutants": 2, **overrides}.items():
+        setattr(sc, k, v)
+    teacher = teacher or ScriptedTeacher()
+    snippets = ["def mean(xs):\n    return sum(xs) / len(xs)", "def square(x):\n    return x * x"]
+    cache = CachedBackend(teacher, str(tmp_path / "cache.jsonl"), TokenBudget(budget))
+    ctx = Context(cache, Prompts(sc.prompts_dir), load_seeds(""), lambda: snippets, sc, 0,
+                  VerifySettings(timeout_s=5, workers=2, mutants=2))
+    return ctx, teacher
+
+
+def test_self_instruct_prompts_and_novelty(tmp_path):
+    ctx, teacher = _ctx(tmp_path)
+    items = GENERATORS["self_instruct"](ctx, 8)
+    # only 6 distinct new tasks exist: repeats are not novel against the pool
+    assert len(items) == len(NEW_TASKS) and {it.instruction for it in items} == set(NEW_TASKS)
+    assert ctx.stats["self_instruct"].eliminated["not_novel"] >= 2
+    first = next(p for p in teacher.prompts if p.startswith("You write"))
+    assert re.search(r"^1\. .+\n2\. .+\n3\. .+$", first, re.M)  # three pooled examples, numbered
+    assert all(it.solution.startswith("def ") and "assert" in it.tests for it in items)
+
+
+def test_evol_instruct_generations_and_elimination(tmp_path):
+    # solutions to tasks evolved from 'reverse_words' fail their tests: they are eliminated and never evolve
+    ctx, teacher = _ctx(tmp_path, ScriptedTeacher(broken="reverse_words"), evol_ops="add_constraints")
+    items = GENERATORS["evol_instruct"](ctx, 12)
+    assert {it.origin["generation"] for it in items} == {1, 2} and all(it.method == "evol_instruct" for it in items)
+    assert ctx.stats["evol_instruct"].eliminated["failed_tests_failed"] >= 1
+    assert not any("reverse_words" in it.instruction for it in items)
+    parents = {it.id for it in items if it.origin["generation"] == 1}
+    assert all(it.origin["parent"] in parents for it in items if it.origin["generation"] == 2)
+    assert all("It must also" in it.instruction for it in items)
+    # generation 2 evolved generation 1's tasks again
+    assert any(it.instruction.count("It must also") == 2 for it in items if it.origin["generation"] == 2)
+
+
+def test_evol_bug_fix_injects_a_real_bug(tmp_path):
+    ctx, teacher = _ctx(tmp_path, evol_ops="bug_fix", evol_generations=1)
+    items = GENERATORS["evol_instruct"](ctx, 6)
+    assert len(items) == 6 and teacher.calls == 0  # made without the teacher, verified in the sandbox
+    for it in items:  # the buggy code is in the instruction, the parent's correct solution is the answer
+        buggy = it.instruction.split("```python\n", 1)[1].split("\n```", 1)[0]
+        assert "Buggy code:" in it.instruction and buggy != it.solution and it.origin["op"] == "bug_fix"
+
+
+def test_oss_instruct_backtranslation_diversify(tmp_path):
+    ctx, teacher = _ctx(tmp_path)
+    oss = GENERATORS["oss_instruct"](ctx, 3)
+    assert len(oss) == 3 and oss[0].instruction.startswith("Write `snip(a, b)`")
+    assert any("def mean(xs)" in p for p in teacher.prompts if p.startswith("Take inspiration"))
+
+    bt = GENERATORS["backtranslation"](ctx, 6)
+    to_instr = [it for it in bt if it.origin["direction"] == "code_to_instruction"]
+    assert len(to_instr) == 3 and all(it.roundtrip and it.roundtrip[0].startswith("def ") for it in to_instr)
+    seeds = {s["solution"]: s["tests"] for s in load_seeds("")}
+    for it in to_instr:  # the snippet is the answer; a seed's own tests stay its tests
+        if it.solution in seeds:
+            assert it.tests == seeds[it.solution] and it.origin["tests_from"] == "seed"
+    # instruction -> code -> instruction: kept only when the recovered wording is close enough
+    to_code = [it for it in bt if it.origin["direction"] == "instruction_to_code"]
+    eliminated = ctx.stats["backtranslation"].eliminated.get("roundtrip_inconsistent", 0)
+    assert eliminated >= 1 and len(to_code) + eliminated == 3
+    assert all(it.origin["roundtrip_rouge_l"] >= ctx.settings.roundtrip_threshold for it in to_code)
+
+    div = GENERATORS["diversify"](ctx, 8)
+    ops = [it.origin["op"] for it in div]
+    assert sorted(set(ops)) == ["difficulty", "format", "paraphrase", "persona"]
+    persona_prompts = [p for p in teacher.prompts if "as it would be asked by" in p]
+    assert persona_prompts and "$persona" not in persona_prompts[0]
+    same_task = [it for it in div if it.origin["op"] != "difficulty"]
+    assert all(it.solution in seeds for it in same_task)  # the parent's verified answer
+
+
+def test_cache_resumes_without_regenerating(tmp_path):
+    ctx, teacher = _ctx(tmp_path)
+    first, _ = run_generators(ctx, ["self_instruct", "diversify"], 4)
+    ctx2, teacher2 = _ctx(tmp_path)
+    again, _ = run_generators(ctx2, ["self_instruct", "diversify"], 4)
+    assert teacher.calls > 0 and teacher2.calls == 0
+    assert [it.id for it in again] == [it.id for it in first]
+    assert ctx2.backend.hits == teacher.calls
+    # a cut-off last line (a killed run) is ignored; other settings miss the cache
+    with open(tmp_path / "cache.jsonl", "a") as f:
+        f.write('{"key": "abc", "text')
+    ctx3, teacher3 = _ctx(tmp_path, temperature=0.2)
+    run_generators(ctx3, ["diversify"], 4)
+    assert teacher3.calls > 0
+
+
+def test_token_budget_stops_generation(tmp_path):
+    ctx, teacher = _ctx(tmp_path, budget=200)
+    items, stopped = run_generators(ctx, ["self_instruct", "diversify"], 8)
+    assert "max_total_tokens=200" in stopped and ctx.backend.budget.used >= 200
+    assert "diversify" not in ctx.stats or ctx.stats["diversify"].requests == 0
+
+
+def test_prompt_overrides(tmp_path):
+    own = tmp_path / "prompts"
+    own.mkdir()
+    (own / "solve.txt").write_text("MY SOLVE PROMPT for: $instruction")
+    ctx, teacher = _ctx(tmp_path, prompts_dir=str(own))
+    assert ctx.prompts.render("solve", instruction="x") == "MY SOLVE PROMPT for: x"
+    assert ctx.prompts.render("oss_instruct", snippet="s").startswith("Take inspiration")  # the packaged one
+    (own / "slove.txt").write_text("typo")
+    with pytest.raises(ValueError, match="slove.txt is not a known prompt"):
+        Prompts(str(own))
+    (own / "slove.txt").unlink()
+    (own / "solve.txt").write_text("Solve $task")
+    with pytest.raises(ValueError, match=r"solve.txt: unknown placeholder \$task"):
+        Prompts(str(own)).render("solve", instruction="x")
