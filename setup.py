@@ -49,6 +49,8 @@ setup(
     version="0.1.0",
     description="Post-training toolbox for code LLMs in pure-functional JAX/Flax.",
     packages=find_packages(include=["codejax", "codejax.*"]),
+    # the synth job's prompt files and seed tasks (codejax/synth)
+    package_data={"codejax.synth": ["prompts/*.txt", "prompts/*/*.txt", "seeds.jsonl"]},
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": TEST_REQUIRES, "bench": TEST_REQUIRES + ["trl>=1.16"],

@@ -290,6 +290,7 @@ def synth_section() -> Section:
         min_instruction_chars=20, max_instruction_chars=4000, max_solution_chars=8000,
         min_prose_fraction=0.6,  # letters and spaces in the instruction (outside code blocks)
         refusal_phrases="i'm sorry|i am sorry|i cannot|i can't|as an ai|i apologize|unable to help",
+        dedup=True,  # drop repeated instructions (exact, whitespace- and case-normalised) and near-duplicates
         dedup_threshold=0.8,  # MinHash Jaccard of near-duplicates (1 = exact dedup only)
         decontam_sets="humaneval",  # codejax.codedata.decontam sets (humaneval, mbpp:/path.jsonl, name:path); '' = off
         decontam_ngram=10,

@@ -36,6 +36,6 @@ def _tiny(c):
     s.max_new_tokens = 48
     s.evol_generations = 1
     s.mutants = 2
-    s.max_snippets = 40
+    s.max_snippets, s.max_snippet_chars = 40, 600  # the tiny model holds 512 positions
     s.min_instruction_chars = 10
     s.min_prose_fraction = 0.3  # a random model's wording: the tiny run checks the plumbing, not the prose

@@ -27,6 +27,8 @@ EXPECTED = {
     "grpo_execution_rewards.ipynb": ["checks passed: summary.json completed, execution rewards logged",
                                      "reward of the right answer 1.0"],
     "models_quickstart.ipynb": ["checks passed: load_hf, transformers parity", "GFLOP/token"],
+    "synth_data.ipynb": ["checks passed: OSS-Instruct run, verification and SFT completed",
+                         "prints_pass  kept=False reason=tests_failed"],
     "tool_use.ipynb": ["checks passed: SFT and GRPO with tools completed", "the python tool replied '1363'"],
     "sft_lora_peft.ipynb": ["checks passed: summary.json completed, the adapter loads in peft",
                             "max |codejax - peft|"],

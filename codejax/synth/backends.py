@@ -325,27 +325,50 @@ def http_backend(sc) -> HttpBackend:
                        timeout_s=sc.request_timeout_s)
 
 
-def local_backend(config) -> LocalBackend:
+class LazyBackend:
+    """A backend built on its first request: a rerun that finds everything in the cache never loads the model."""
+
+    def __init__(self, name: str, build):
+        self.name, self._build, self._backend = name, build, None
+
+    def complete(self, requests: Sequence[Request]) -> list[Completion]:
+        if self._backend is None:
+            self._backend = self._build()
+        return self._backend.complete(requests)
+
+
+def local_backend(config) -> LazyBackend:
     sc = config.synth
     if sc.model_path:
-        from codejax.setup.serving import load_served
-
         adapters = dict(parse_adapters(sc.adapters))
-        served = load_served(sc.model_path, adapters or None)
-        name = next(iter(adapters), served.base_name)
-        model, variables = served.models[name]
-        return LocalBackend(model, variables, served.tokenizer, name=f"local:{os.path.abspath(sc.model_path)}:{name}",
-                            hf_path=served.hf_path, batch_size=sc.batch_size, retries=sc.retries)
-    from codejax.setup import load_model, load_tokenizer
-
-    tokenizer = load_tokenizer(config)
-    model, variables, info = load_model(config, tokenizer, None)
+        if not os.path.exists(sc.model_path):
+            raise FileNotFoundError(f"synth.model_path={sc.model_path!r} does not exist")
+        name = f"local:{os.path.abspath(sc.model_path)}:{next(iter(adapters), '')}"
+        return LazyBackend(name, lambda: _served_backend(config, adapters, name))
     # A config-described model is identified by its sections (and seed: a random model's weights).
     ident = hashlib.sha256(json.dumps({"model": config.model.to_dict(), "peft": config.peft.to_dict(),
                                        "tokenizer": config.tokenizer.to_dict(), "seed": config.seed},
                                       sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return LocalBackend(model, variables, tokenizer, name=f"local:config:{ident}", hf_path=config.model.hf_path,
+    return LazyBackend(f"local:config:{ident}", lambda: _config_backend(config, f"local:config:{ident}"))
+
+
+def _served_backend(config, adapters: dict[str, str], name: str) -> LocalBackend:
+    from codejax.setup.serving import load_served
+
+    sc = config.synth
+    served = load_served(sc.model_path, adapters or None, config=config)
+    model, variables = served.models[next(iter(adapters), served.base_name)]
+    return LocalBackend(model, variables, served.tokenizer, name=name, hf_path=served.hf_path,
                         batch_size=sc.batch_size, retries=sc.retries)
+
+
+def _config_backend(config, name: str) -> LocalBackend:
+    from codejax.setup import load_model, load_tokenizer
+
+    tokenizer = load_tokenizer(config)
+    model, variables, _ = load_model(config, tokenizer, None)
+    return LocalBackend(model, variables, tokenizer, name=name, hf_path=config.model.hf_path,
+                        batch_size=config.synth.batch_size, retries=config.synth.retries)
 
 
 def parse_adapters(spec: str) -> list[tuple[str, str]]:

@@ -85,6 +85,8 @@ def _dedup(items: list[Item], env: QCEnv) -> list[str]:
     from codejax.codedata.dedup import exact_hash, near_duplicate_clusters, signature
 
     out, seen = [""] * len(items), {}
+    if not env.settings.dedup:
+        return out
     for i, it in enumerate(items):
         h = exact_hash(it.instruction.lower())
         if h in seen:
