@@ -21,7 +21,8 @@
 A request that fails for good comes back with `error` set (counted in the report), not as an
 exception, so one bad prompt does not end a long run. Over both, `CachedBackend` keys each
 completion by method, prompt and generation settings in WORKDIR/cache/generations.jsonl, so a
-killed run resumes without regenerating, and `TokenBudget` stops a run at `synth.max_total_tokens`.
+killed run resumes without regenerating, and `TokenBudget` stops a run at `synth.max_total_tokens`
+(requests past it come back as errors; the items made so far are kept).
 """
 from __future__ import annotations
 
@@ -74,10 +75,6 @@ class Backend(Protocol):
     name: str  # identifies the model and endpoint in cache keys (never a secret)
 
     def complete(self, requests: Sequence[Request]) -> list[Completion]: ...
-
-
-class BudgetExhausted(RuntimeError):
-    """synth.max_total_tokens is spent: the engine stops generating and keeps what it has."""
 
 
 # ----------------------------------------------------------------------------- local
@@ -253,9 +250,11 @@ class TokenBudget:
     def charge(self, completions: Sequence[Completion]) -> None:
         self.used += sum(c.prompt_tokens + c.completion_tokens for c in completions)
 
-    def check(self) -> None:
-        if self.cap and self.used >= self.cap:
-            raise BudgetExhausted(f"synth.max_total_tokens={self.cap} spent ({self.used} tokens)")
+    @property
+    def spent(self) -> str:
+        """'' while tokens are left, else why generation stopped."""
+        return f"synth.max_total_tokens={self.cap} spent ({self.used} tokens)" if self.cap and self.used >= self.cap \
+            else ""
 
 
 class CachedBackend:
@@ -283,7 +282,8 @@ class CachedBackend:
 
     def complete(self, method: str, requests: Sequence[Request], samples: Sequence[int] | None = None
                  ) -> list[Completion]:
-        self.budget.check()
+        if self.budget.spent:  # the method goes on with what it has; run_generators starts no other
+            return [Completion(finish_reason="error", error=self.budget.spent) for _ in requests]
         samples = list(samples) if samples is not None else [0] * len(requests)
         keys = [cache_key(method, r, self.backend.name, s) for r, s in zip(requests, samples)]
         out: list[Completion | None] = [None] * len(requests)

@@ -38,7 +38,7 @@ import string
 import time
 from typing import Callable
 
-from codejax.synth.backends import BudgetExhausted, CachedBackend, Request
+from codejax.synth.backends import CachedBackend, Request
 from codejax.synth.parse import max_rouge_l, parse_reply, parse_task, rouge_l, words
 from codejax.synth.verify import Verdict, VerifySettings, verify
 
@@ -448,10 +448,9 @@ def run_generators(ctx: Context, methods: list[str], n: int) -> tuple[list[Item]
     """Every method's candidates; the second value says why generation stopped early ('' if it did not)."""
     items: list[Item] = []
     for method in methods:
-        try:
-            made = GENERATORS[method](ctx, n)
-        except BudgetExhausted as e:
-            return items, str(e)
+        if ctx.backend.budget.spent:
+            break
+        made = GENERATORS[method](ctx, n)
         ctx.stats.setdefault(method, MethodStats()).items = len(made)
         items += made
-    return items, ""
+    return items, ctx.backend.budget.spent

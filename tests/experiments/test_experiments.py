@@ -217,14 +217,3 @@ def test_variant_losses_quick(tmp_path):
     row = next(row for row in changed["sft:tiny"]["metrics"] if "train/loss" in row)
     row["train/loss"] += 0.5
     assert module.compare(r["variants"], changed)["sft:tiny"]["max_abs_diff"] == pytest.approx(0.5)
-
-
-def test_tool_rl_quick(tmp_path):
-    run_script("tool_rl", tmp_path)
-    r = load(tmp_path / "results" / "tool_rl.json")
-    assert r["quick"] and set(r["curves"]) == {"tools", "no_tools"}
-    assert [s for s, _ in r["curves"]["tools"]["eval/reward"]] == [0, 1, 2]  # eval at start and every step
-    assert all(0 <= v <= 1 for _, v in r["curves"]["tools"]["eval/reward"] + r["curves"]["no_tools"]["eval/reward"])
-    assert r["curves"]["tools"]["train/turns"] and not r["curves"]["no_tools"]["train/turns"]
-    positive(r["episodes_per_s"], r["step_time_split_s"]["step_s"], r["step_time_split_s"]["generation_s"])
-    assert (tmp_path / "tool_rl_curves.png").stat().st_size > 10_000

@@ -161,6 +161,10 @@ def test_token_budget_stops_generation(tmp_path):
     ctx, teacher = _ctx(tmp_path, budget=200)
     items, stopped = run_generators(ctx, ["self_instruct", "diversify"], 8)
     assert "max_total_tokens=200" in stopped and ctx.backend.budget.used >= 200
+    assert items and ctx.stats["self_instruct"].errors > 0  # what was made before is kept; later requests fail
+    calls = teacher.calls
+    ctx.ask("self_instruct", ["more"])
+    assert teacher.calls == calls  # nothing more reaches the teacher
     assert "diversify" not in ctx.stats or ctx.stats["diversify"].requests == 0
 
 
