@@ -69,6 +69,7 @@ class Completion:
     completion_tokens: int = 0
     error: str = ""  # why the request failed for good ('' = it did not)
     cached: bool = False
+    final: bool = False  # the error is the request's own (too long, a 4xx): cached, not retried by a rerun
 
 
 class Backend(Protocol):
@@ -117,7 +118,7 @@ class LocalBackend:
             encoded = {i: self._encode(requests[i]) for i in rows}
             for i in rows:  # a prompt the model cannot hold fails alone, with the numbers
                 if len(encoded[i]) + max_tokens > self.max_len:
-                    out[i] = Completion(finish_reason="error", prompt_tokens=len(encoded[i]),
+                    out[i] = Completion(finish_reason="error", prompt_tokens=len(encoded[i]), final=True,
                                         error=f"prompt of {len(encoded[i])} tokens + max_tokens {max_tokens} > the "
                                               f"model's {self.max_len} positions")
             live = sorted((i for i in rows if out[i] is None), key=lambda i: -len(encoded[i]))
@@ -189,7 +190,7 @@ class HttpBackend:
 
     def _one(self, r: Request) -> Completion:
         path, body = self._body(r)
-        last = ""
+        last, final = "", False
         for attempt in range(self.retries + 1):
             wait = self.backoff_s * 2 ** attempt
             try:
@@ -203,6 +204,7 @@ class HttpBackend:
                 detail = _error_message(e)
                 last = f"HTTP {e.code} from {self.url}{path}: {detail}"
                 if e.code not in _RETRY_STATUS:
+                    final = True
                     break
                 retry_after = e.headers.get("Retry-After") if e.headers else None
                 if retry_after and retry_after.strip().isdigit():
@@ -214,7 +216,7 @@ class HttpBackend:
                 break
             if attempt < self.retries:
                 time.sleep(wait)
-        return Completion(finish_reason="error", error=last)
+        return Completion(finish_reason="error", error=last, final=final)
 
     def complete(self, requests: Sequence[Request]) -> list[Completion]:
         if len(requests) <= 1:
@@ -259,7 +261,8 @@ class TokenBudget:
 
 class CachedBackend:
     """A backend behind the on-disk completion cache (append-only JSONL; a line cut short by a
-    kill is ignored) and the token budget. Failed completions are not cached: a rerun retries them."""
+    kill is ignored) and the token budget. A failure of the request itself (too long, a 4xx) is
+    cached; any other failure (unreachable, 5xx after the retries) is not: a rerun retries it."""
 
     def __init__(self, backend: Backend, path: str, budget: TokenBudget):
         self.backend, self.path, self.budget = backend, path, budget
@@ -292,7 +295,7 @@ class CachedBackend:
             e = self._entries.get(k)
             if e is not None:
                 out[i] = Completion(e["text"], e["finish_reason"], e["prompt_tokens"], e["completion_tokens"],
-                                    cached=True)
+                                    e.get("error", ""), cached=True, final=bool(e.get("error")))
             else:
                 todo.append(i)
         self.hits += len(requests) - len(todo)
@@ -302,9 +305,10 @@ class CachedBackend:
             with self._lock, open(self.path, "a", encoding="utf-8") as f:
                 for i, c in zip(todo, fresh):
                     out[i] = c
-                    if not c.error:
+                    if not c.error or c.final:
                         entry = {"key": keys[i], "method": method, "text": c.text, "finish_reason": c.finish_reason,
-                                 "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens}
+                                 "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
+                                 **({"error": c.error} if c.error else {})}
                         self._entries[keys[i]] = entry
                         f.write(json.dumps(entry, ensure_ascii=False) + "\n")
                 f.flush()

@@ -37,7 +37,7 @@ def _markdown(r: dict, plots: list[str]) -> str:
                       g["seconds"], g["items_per_s"], g["tokens_per_s"]] for m, g in r["generation"].items()])
     v = r["verification"]
     lines += ["## Verification", "",
-              f"{v['passed']} of {v['verified']} solutions passed their tests in the sandbox; their tests killed "
+              f"{v['passed']} of {v['verified']} distinct solutions passed their tests in the sandbox; their tests killed "
               f"{v['killed']} of {v['mutants']} mutants ({v['unmutated']} passing solutions had no site for a bug).",
               "", f"Budget: {r['budget']['used']} tokens used"
               + (f" of {r['budget']['max_total_tokens']}" if r["budget"]["max_total_tokens"] else "")

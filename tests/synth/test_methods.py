@@ -182,3 +182,21 @@ def test_prompt_overrides(tmp_path):
     (own / "solve.txt").write_text("Solve $task")
     with pytest.raises(ValueError, match=r"solve.txt: unknown placeholder \$task"):
         Prompts(str(own)).render("solve", instruction="x")
+
+
+def test_final_errors_are_cached_transient_ones_retried(tmp_path):
+    from codejax.synth import Request
+
+    class Failing:
+        name, calls = "failing", 0
+
+        def complete(self, requests):
+            self.calls += len(requests)
+            return [Completion(finish_reason="error", error="too long", final=True) if "long" in r.prompt else
+                    Completion(finish_reason="error", error="unreachable") for r in requests]
+    for attempt in range(2):
+        teacher = Failing()
+        cache = CachedBackend(teacher, str(tmp_path / "c.jsonl"), TokenBudget(0))
+        out = cache.complete("m", [Request(prompt="long prompt"), Request(prompt="short")])
+        assert [c.error for c in out] == ["too long", "unreachable"]
+        assert teacher.calls == (2 if attempt == 0 else 1)  # the rerun asks only the transient one again
