@@ -42,6 +42,7 @@ TEST_REQUIRES = [
     "nbformat>=5.9",
     "ipykernel>=6.29",
     "wandb>=0.17",  # train.wandb_mode=offline is tested with the real client (no network)
+    "openai>=1.0",  # python -m codejax.serve is tested with the real OpenAI client (against localhost)
 ]
 
 setup(

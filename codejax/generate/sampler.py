@@ -18,13 +18,17 @@ How it works
   sampled tokens, which is what RL's importance ratios and KL terms need.
 - PEFT: `variables` may carry any adapter collection. Prefix tuning works as
   is; a prompt-tuning soft prompt takes the first P cache slots.
+- Streaming: `on_chunk(tokens, lengths)` is called on the host after every
+  decode chunk with the completion tokens so far ([batch, max_new_tokens],
+  row r valid up to lengths[r]), so a server can send text while the batch is
+  still decoding (codejax/serve.py). Without it nothing extra leaves the device.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -211,8 +215,13 @@ def static_params(params: SamplingParams) -> SamplingParams:
 
 
 def generate(model: Transformer, variables: dict, tokenizer, prompts: Sequence[str | Sequence[int]],
-             params: SamplingParams = SamplingParams(), *, pad_id: int | None = None) -> Samples:
-    """Sample `params.n` completions for each prompt (text or token ids). See the module docstring."""
+             params: SamplingParams = SamplingParams(), *, pad_id: int | None = None,
+             on_chunk: Callable[[np.ndarray, np.ndarray], None] | None = None) -> Samples:
+    """Sample `params.n` completions for each prompt (text or token ids). See the module docstring.
+
+    on_chunk(tokens, lengths), if given, runs after each decode chunk with host arrays that are valid
+    during the call only (copy what you keep: the next chunk may reuse the buffers). Tokens past a
+    row's stop string or EOS can be there; the returned Samples are the cut result."""
     if not prompts:
         raise ValueError("generate() needs at least one prompt")
     rows = [ids for ids in encode_prompts(tokenizer, prompts) for _ in range(params.n)]
@@ -220,11 +229,15 @@ def generate(model: Transformer, variables: dict, tokenizer, prompts: Sequence[s
     batch = len(rows)
     stopped = np.zeros(batch, bool)
     static = static_params(params)
+    check_stops = bool(params.stop) and tokenizer is not None
     while True:
         carry = _decode_chunk(model, variables, carry, static, eos, params.chunk_size)
         done = np.asarray(carry["done"])
-        if params.stop and tokenizer is not None:  # rows whose text already holds a stop string are done
+        if check_stops or on_chunk is not None:  # only then do the tokens leave the device mid-generation
             out, lengths = np.asarray(carry["out_tokens"]), np.asarray(carry["lengths"])
+        if on_chunk is not None:
+            on_chunk(out, lengths)
+        if check_stops:  # rows whose text already holds a stop string are done
             for r in np.flatnonzero(~done):
                 if _cut_at_stop(tokenizer.decode(out[r, :lengths[r]], skip_special_tokens=True), params.stop)[1]:
                     stopped[r] = True

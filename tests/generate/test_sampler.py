@@ -121,3 +121,18 @@ def test_bad_parameters_are_named():
         SamplingParams(temperature=-1)
     with pytest.raises(ValueError, match="top_p"):
         SamplingParams(top_p=0)
+
+
+def test_on_chunk_sees_every_chunk_and_the_final_tokens():
+    _, model, params = _model("llama")
+    seen = []
+    sp = SamplingParams(max_new_tokens=10, eos_ids=(), chunk_size=3)
+    out = generate(model, {"params": params}, None, PROMPTS, sp,
+                   on_chunk=lambda tokens, lengths: seen.append((tokens.copy(), lengths.copy())))
+    # 10 tokens in chunks of 3: the host is called back after 3, 6, 9 and 10 tokens.
+    assert [lengths.tolist() for _, lengths in seen] == [[n] * len(PROMPTS) for n in (3, 6, 9, 10)]
+    for tokens, lengths in seen:  # each call shows a prefix of the final completion
+        for r, final in enumerate(out.tokens):
+            assert tokens[r, :lengths[r]].tolist() == final[:lengths[r]]
+    # The callback changes nothing about the result.
+    assert out.tokens == generate(model, {"params": params}, None, PROMPTS, sp).tokens
