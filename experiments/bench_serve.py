@@ -1,7 +1,7 @@
 """Serving throughput and latency on CPU: `python -m codejax.serve` under 1, 4 and 16 concurrent clients,
 against codejax's `generate` called directly with batches of 1, 4 and 16 on the same prompts.
 
-    python experiments/bench_serve.py                  # ~45 s on 2 cores; writes experiments/bench_serve.json
+    python experiments/bench_serve.py                  # ~45 s on 2 cores; writes experiments/results/bench_serve.json
     python experiments/bench_serve.py --quick          # smoke run: fewer requests (JSON in the temp dir)
 
 A benchmark, not a test: it prints a Markdown table and writes JSON (--out).
@@ -145,12 +145,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=8, help="requests per client")
     parser.add_argument("--repeats", type=int, default=8, help="timed direct calls per batch size")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 requests per client, 2 repeats")
-    parser.add_argument("--out", default=None, help="JSON results (default: experiments/bench_serve.json; "
+    parser.add_argument("--out", default=None, help="JSON results (default: experiments/results/bench_serve.json; "
                                                     "with --quick: the temp dir)")
     args = parser.parse_args()
     if args.quick:
         args.requests, args.repeats = 2, 2
-    args.out = args.out or (quick_out("bench_serve.json") if args.quick else os.path.join(HERE, "bench_serve.json"))
+    args.out = args.out or (quick_out("bench_serve.json") if args.quick else os.path.join(HERE, "results", "bench_serve.json"))
     info = machine()
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model")
