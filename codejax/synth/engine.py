@@ -20,6 +20,7 @@ import time
 from tqdm.auto import tqdm
 
 from codejax.codedata.output import finish_swap, staging_dir, swap_in, write_shards
+from codejax.evaluation.benchmarks import read_jsonl
 from codejax.synth.backends import BACKENDS, CachedBackend, TokenBudget, make_backend
 from codejax.synth.methods import (DIVERSIFY_OPS, EVOL_OPS, GENERATORS, SEEDS_PATH, Context, Item, MethodStats,
                                    Prompts, run_generators)
@@ -74,27 +75,13 @@ def check_synth_config(sc) -> list[str]:
 # ----------------------------------------------------------------------------- inputs
 
 
-def _jsonl_rows(path: str):
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg}, column {e.colno})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{n}: a row must be a JSON object")
-            yield n, row
-
-
 def load_seeds(path: str) -> list[dict]:
     """Seed tasks: JSONL rows {instruction, solution?, tests?} (codejax/synth/seeds.jsonl by default)."""
     path = path or SEEDS_PATH
     if not os.path.isfile(path):
         raise FileNotFoundError(f"synth.seed_path={path!r} does not exist")
     seeds = []
-    for n, row in _jsonl_rows(path):
+    for n, row in read_jsonl(path):
         for field in ("instruction", "solution", "tests"):
             if field in row and not isinstance(row[field], str):
                 raise ValueError(f"{path}:{n}: field {field!r} must be a string, got {type(row[field]).__name__}")
@@ -131,7 +118,7 @@ def load_snippets(spec: str, limit: int, max_chars: int) -> tuple[list[str], dic
             paths += found
         candidates = []
         for path in paths:
-            for _, row in _jsonl_rows(path):
+            for _, row in read_jsonl(path):
                 code = next((row[f] for f in CODE_FIELDS if isinstance(row.get(f), str) and parses(row[f])), None)
                 if code is None:
                     skipped["no_code"] += 1

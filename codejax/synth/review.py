@@ -13,6 +13,7 @@ import csv
 import json
 import os
 
+from codejax.evaluation.benchmarks import read_jsonl
 from codejax.train.workdir import write_text
 
 FIELDS = ("id", "method", "verdict", "instruction", "solution", "tests", "note")
@@ -35,25 +36,15 @@ def read_review(path: str) -> dict[str, dict]:
     """id -> {verdict, note} from a review file (.jsonl or .csv)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"synth.review_path={path!r} does not exist")
-    rows: list[tuple[int, dict]] = []
-    with open(path, encoding="utf-8", newline="") as f:
-        if path.endswith(".csv"):
+    if not path.endswith(".csv"):
+        rows = list(read_jsonl(path))
+    else:
+        with open(path, encoding="utf-8", newline="") as f:
             reader = csv.DictReader(f)
             if not reader.fieldnames or "id" not in reader.fieldnames or "verdict" not in reader.fieldnames:
                 raise ValueError(f"{path}:1: the header must have the fields 'id' and 'verdict' "
                                  f"(it has {reader.fieldnames})")
             rows = [(reader.line_num, row) for row in reader]
-        else:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-                if not isinstance(row, dict):
-                    raise ValueError(f"{path}:{n}: a row must be a JSON object")
-                rows.append((n, row))
     out: dict[str, dict] = {}
     for n, row in rows:
         item_id = str(row.get("id") or "").strip()
