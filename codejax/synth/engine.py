@@ -153,6 +153,9 @@ def run_synth(config, workdir: str, progress: bool | None = None) -> dict:
     start = time.monotonic()
     sc = config.synth
     methods = check_synth_config(sc)
+    if sc.backend == "local" and not sc.model_path and not config.model.hf_path and config.model.preset != "tiny":
+        raise ValueError("synth.backend=local has no teacher: set synth.model_path (an HF model directory or a "
+                         "training workdir); only the :tiny variant samples from a random model")
     prompts = Prompts(sc.prompts_dir)
     seeds = load_seeds(sc.seed_path)
     review = read_review(sc.review_path) if sc.review_path else None

@@ -217,3 +217,24 @@ def test_variant_losses_quick(tmp_path):
     row = next(row for row in changed["sft:tiny"]["metrics"] if "train/loss" in row)
     row["train/loss"] += 0.5
     assert module.compare(r["variants"], changed)["sft:tiny"]["max_abs_diff"] == pytest.approx(0.5)
+
+
+def test_synth_verified_quick(tmp_path):
+    run_script("synth_verified", tmp_path)
+    r = load(tmp_path / "results" / "synth_verified.json")
+    assert r["candidates"] == 32 and 0 <= r["verified_rows"] <= r["unverified_rows_available"] <= 32
+    assert 0 <= r["pass_at_1"]["teacher"] <= 1
+    for run in ("synth_verified_run", "synth_unverified_run"):  # every candidate accounted for, stage by stage
+        counts = r[run]["counts"]
+        assert counts["parse"]["in"] == 32 and all(c["in"] == c["out"] + sum(c["dropped"].values())
+                                                   for c in counts.values())
+    assert r["synth_unverified_run"]["counts"]["execution"]["dropped"] == {}  # verify=False runs nothing
+
+
+def test_bench_synth_quick(tmp_path):
+    run_script("bench_synth", tmp_path)
+    r = load(tmp_path / "results" / "bench_synth.json")
+    assert set(r["per_method"]) == {"self_instruct", "evol_instruct", "oss_instruct", "backtranslation", "diversify"}
+    for v in r["per_method"].values():
+        positive(v["requests"], v["completion_tokens"], v["tokens_per_s"])
+    assert r["cached_rerun"]["cache"]["misses"] == 0 and r["cached_rerun"]["cache"]["hits"] > 0

@@ -11,7 +11,7 @@ from codejax.synth import BACKENDS, Item, read_review, run_quality, run_synth
 from codejax.synth.quality import QCEnv
 from codejax.synth.review import export_review
 
-from tests.synth.test_methods import ScriptedTeacher, _ctx
+from synth_helpers import ScriptedTeacher, make_ctx
 
 GOOD = "def add(a, b):\n    return a + b"
 TESTS = "assert add(2, 3) == 5\nassert add(0, 0) == 0"
@@ -22,7 +22,7 @@ def _item(instruction="Write `add(a, b)` returning the sum of two numbers.", sol
 
 
 def _env(tmp_path, **overrides):
-    ctx, _ = _ctx(tmp_path, **overrides)
+    ctx, _ = make_ctx(tmp_path, **overrides)
     return QCEnv(ctx, ctx.settings, base_config())
 
 
@@ -158,3 +158,30 @@ def test_run_synth_outputs_resume_and_review(tmp_path, scripted_backend):
     assert scripted_backend[-1].calls == 0 and again["kept"] == summary["kept"] - 1
     carried = [json.loads(line) for line in (work / "review.jsonl").read_text().splitlines()]
     assert review[0]["id"] not in {r["id"] for r in carried}
+
+
+def test_config_errors_name_the_field(tmp_path):
+    from codejax.synth import check_synth_config
+
+    for field, value, match in (("methods", "self_instruct,evol_instrct", "synth.methods.*evol_instrct"),
+                                ("methods", "diversify,diversify", "names a method twice"),
+                                ("backend", "vllm", "synth.backend='vllm'"),
+                                ("security_drop", "critical", "synth.security_drop"),
+                                ("evol_ops", "add_constraints,shout", "synth.evol_ops.*shout"),
+                                ("novelty_threshold", 1.5, "synth.novelty_threshold")):
+        sc = base_config().synth
+        setattr(sc, field, value)
+        with pytest.raises(ValueError, match=match):
+            check_synth_config(sc)
+    config = base_config()  # a full-size random model is no teacher
+    with pytest.raises(ValueError, match="synth.backend=local has no teacher: set synth.model_path"):
+        run_synth(config, str(tmp_path / "run"))
+    config.synth.seed_path = str(tmp_path / "missing.jsonl")
+    config.model.preset = "tiny"
+    with pytest.raises(FileNotFoundError, match="synth.seed_path="):
+        run_synth(config, str(tmp_path / "run"))
+    bad = tmp_path / "seeds.jsonl"
+    bad.write_text('{"instruction": "Write f."}\n{"instruction": 3}\n')
+    config.synth.seed_path = str(bad)
+    with pytest.raises(ValueError, match=r"seeds.jsonl:2: field 'instruction' must be a string"):
+        run_synth(config, str(tmp_path / "run"))

@@ -1,86 +1,15 @@
-"""Each generator's prompts and parsing, the cache, the budget and the prompt overrides, against a
-scripted teacher: a Backend whose replies are a function of the prompt, so every branch is reachable."""
+"""Each generator's prompts and parsing, the cache, the budget and the prompt overrides, against the
+scripted teacher of synth_helpers.py."""
 import re
 
 import pytest
 
-from codejax.config import base_config
-from codejax.synth import GENERATORS, CachedBackend, Completion, Context, Prompts, TokenBudget, VerifySettings, load_seeds
+from codejax.synth import GENERATORS, CachedBackend, Completion, Prompts, TokenBudget, load_seeds
 from codejax.synth.methods import run_generators
-
-NEW_TASKS = [
-    "Write `count_primes(n)` returning how many primes are below n.",
-    "Write `is_leap(year)` saying whether a year is a leap year in the Gregorian calendar.",
-    "Write `roman(n)` converting a positive integer to Roman numerals.",
-    "Write `transpose(m)` returning the transpose of a matrix given as nested lists.",
-    "Write `vowel_ratio(s)` giving the share of vowels among the letters of s.",
-    "Write `balanced(s)` checking that brackets in s are balanced and properly nested.",
-]
-
-
-def _name(prompt: str) -> str:
-    m = re.search(r"`(\w+)\(", prompt)
-    return m.group(1) if m else "solve"
-
-
-def _solution_reply(name: str, broken: bool = False) -> str:
-    op = "-" if broken else "+"
-    return (f"Solution:\n```python\ndef {name}(a, b=0):\n    return a {op} b\n```\n"
-            f"Tests:\n```python\nassert {name}(2, 3) == 5\nassert {name}(1) == 1\n```")
-
-
-class ScriptedTeacher:
-    name = "scripted"
-
-    def __init__(self, broken: str = ""):
-        self.calls, self.prompts, self.broken, self._k = 0, [], broken, 0
-
-    def reply(self, p: str) -> str:
-        if p.startswith("Write a correct, self-contained Python solution"):
-            name = _name(p.split("Task:", 1)[1])
-            return _solution_reply(name, broken=bool(self.broken) and self.broken in p)
-        if p.startswith("You write programming exercises"):
-            self._k += 1
-            return NEW_TASKS[(self._k - 1) % len(NEW_TASKS)]
-        if p.startswith("Take inspiration"):
-            return "Instruction:\nWrite `snip(a, b)` adding two numbers, inspired by the snippet.\n" + _solution_reply("snip")
-        if p.startswith("Here is a Python function"):
-            name = _name(p.split("Code:", 1)[1].replace("def ", "`", 1))
-            return (f"Instruction:\nWrite a function `{name}(...)` as the code does, with its edge cases.\n"
-                    f"Tests:\n```python\nassert {name} is not None\n```")
-        task = p.split("Task:", 1)[1].split("\n\n")[0].strip() if "Task:" in p else p
-        if "Rewrite the programming task" in p or "brand-new programming task" in p:
-            return f"{task} It must also reject negative input with ValueError and run in linear time overall."
-        if p.startswith("Paraphrase"):
-            return "In other words: " + task.replace("Write", "Implement")
-        return f"Version B. {task} Explain nothing, just follow the specification closely."
-
-    def complete(self, requests):
-        self.calls += len(requests)
-        out = []
-        for r in requests:
-            p = r.messages[0][1] if r.messages else r.prompt
-            self.prompts.append(p)
-            text = self.reply(p)
-            out.append(Completion(text, "stop", len(p.split()), len(text.split())))
-        return out
-
-
-def _ctx(tmp_path, teacher=None, budget=0, **overrides):
-    sc = base_config().synth
-    sc.unlock()
-    for k, v in {"batch_size": 4, "evol_generations": 2, "mutants": 2, **overrides}.items():
-        setattr(sc, k, v)
-    teacher = teacher or ScriptedTeacher()
-    snippets = ["def mean(xs):\n    return sum(xs) / len(xs)", "def square(x):\n    return x * x"]
-    cache = CachedBackend(teacher, str(tmp_path / "cache.jsonl"), TokenBudget(budget))
-    ctx = Context(cache, Prompts(sc.prompts_dir), load_seeds(""), lambda: snippets, sc, 0,
-                  VerifySettings(timeout_s=5, workers=2, mutants=2))
-    return ctx, teacher
-
+from synth_helpers import NEW_TASKS, ScriptedTeacher, make_ctx
 
 def test_self_instruct_prompts_and_novelty(tmp_path):
-    ctx, teacher = _ctx(tmp_path)
+    ctx, teacher = make_ctx(tmp_path)
     items = GENERATORS["self_instruct"](ctx, 8)
     # only 6 distinct new tasks exist: repeats are not novel against the pool
     assert len(items) == len(NEW_TASKS) and {it.instruction for it in items} == set(NEW_TASKS)
@@ -92,7 +21,7 @@ def test_self_instruct_prompts_and_novelty(tmp_path):
 
 def test_evol_instruct_generations_and_elimination(tmp_path):
     # solutions to tasks evolved from 'reverse_words' fail their tests: they are eliminated and never evolve
-    ctx, teacher = _ctx(tmp_path, ScriptedTeacher(broken="reverse_words"), evol_ops="add_constraints")
+    ctx, teacher = make_ctx(tmp_path, ScriptedTeacher(broken="reverse_words"), evol_ops="add_constraints")
     items = GENERATORS["evol_instruct"](ctx, 12)
     assert {it.origin["generation"] for it in items} == {1, 2} and all(it.method == "evol_instruct" for it in items)
     assert ctx.stats["evol_instruct"].eliminated["failed_tests_failed"] >= 1
@@ -105,7 +34,7 @@ def test_evol_instruct_generations_and_elimination(tmp_path):
 
 
 def test_evol_bug_fix_injects_a_real_bug(tmp_path):
-    ctx, teacher = _ctx(tmp_path, evol_ops="bug_fix", evol_generations=1)
+    ctx, teacher = make_ctx(tmp_path, evol_ops="bug_fix", evol_generations=1)
     items = GENERATORS["evol_instruct"](ctx, 6)
     assert len(items) == 6 and teacher.calls == 0  # made without the teacher, verified in the sandbox
     for it in items:  # the buggy code is in the instruction, the parent's correct solution is the answer
@@ -114,7 +43,7 @@ def test_evol_bug_fix_injects_a_real_bug(tmp_path):
 
 
 def test_oss_instruct_backtranslation_diversify(tmp_path):
-    ctx, teacher = _ctx(tmp_path)
+    ctx, teacher = make_ctx(tmp_path)
     oss = GENERATORS["oss_instruct"](ctx, 3)
     assert len(oss) == 3 and oss[0].instruction.startswith("Write `snip(a, b)`")
     assert any("def mean(xs)" in p for p in teacher.prompts if p.startswith("Take inspiration"))
@@ -142,9 +71,9 @@ def test_oss_instruct_backtranslation_diversify(tmp_path):
 
 
 def test_cache_resumes_without_regenerating(tmp_path):
-    ctx, teacher = _ctx(tmp_path)
+    ctx, teacher = make_ctx(tmp_path)
     first, _ = run_generators(ctx, ["self_instruct", "diversify"], 4)
-    ctx2, teacher2 = _ctx(tmp_path)
+    ctx2, teacher2 = make_ctx(tmp_path)
     again, _ = run_generators(ctx2, ["self_instruct", "diversify"], 4)
     assert teacher.calls > 0 and teacher2.calls == 0
     assert [it.id for it in again] == [it.id for it in first]
@@ -152,13 +81,13 @@ def test_cache_resumes_without_regenerating(tmp_path):
     # a cut-off last line (a killed run) is ignored; other settings miss the cache
     with open(tmp_path / "cache.jsonl", "a") as f:
         f.write('{"key": "abc", "text')
-    ctx3, teacher3 = _ctx(tmp_path, temperature=0.2)
+    ctx3, teacher3 = make_ctx(tmp_path, temperature=0.2)
     run_generators(ctx3, ["diversify"], 4)
     assert teacher3.calls > 0
 
 
 def test_token_budget_stops_generation(tmp_path):
-    ctx, teacher = _ctx(tmp_path, budget=200)
+    ctx, teacher = make_ctx(tmp_path, budget=200)
     items, stopped = run_generators(ctx, ["self_instruct", "diversify"], 8)
     assert "max_total_tokens=200" in stopped and ctx.backend.budget.used >= 200
     assert items and ctx.stats["self_instruct"].errors > 0  # what was made before is kept; later requests fail
@@ -172,7 +101,7 @@ def test_prompt_overrides(tmp_path):
     own = tmp_path / "prompts"
     own.mkdir()
     (own / "solve.txt").write_text("MY SOLVE PROMPT for: $instruction")
-    ctx, teacher = _ctx(tmp_path, prompts_dir=str(own))
+    ctx, teacher = make_ctx(tmp_path, prompts_dir=str(own))
     assert ctx.prompts.render("solve", instruction="x") == "MY SOLVE PROMPT for: x"
     assert ctx.prompts.render("oss_instruct", snippet="s").startswith("Take inspiration")  # the packaged one
     (own / "slove.txt").write_text("typo")
