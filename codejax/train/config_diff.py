@@ -62,10 +62,12 @@ _OUTPUT_JOB = (("train.progress_bar", RESUMABLE), ("train.verbosity", RESUMABLE)
 JOB_CLASSES: dict[str, tuple[tuple[str, str], ...]] = {
     "eval": _OUTPUT_JOB, "data": _OUTPUT_JOB,
     # The teacher's completions are cached by prompt and settings, so other settings reuse what they
-    # can; but the outputs would be replaced, so that takes train.allow_config_change.
+    # can; but the outputs would be replaced, so that takes train.allow_config_change. A review file
+    # is made to filter the same run's output: rerunning with it is the workflow, not a change.
     "synth": (("train.progress_bar", RESUMABLE), ("train.verbosity", RESUMABLE),
               ("train.allow_config_change", RESUMABLE), ("parallel.*", RESUMABLE), ("synth.sandbox_workers", RESUMABLE),
-              ("synth.plots", RESUMABLE), ("*", ALLOWED)),
+              ("synth.plots", RESUMABLE), ("synth.review_path", RESUMABLE), ("synth.review_required", RESUMABLE),
+              ("*", ALLOWED)),
     # The stages' data and results are cached in the workdir: other settings would mix two runs.
     "quickstart": (("train.progress_bar", RESUMABLE), ("train.verbosity", RESUMABLE), ("quickstart.*", INCOMPATIBLE),
                    *CHANGE_CLASSES),

@@ -1,10 +1,13 @@
 """The contract's command: `configs/synth.py:tiny` from the CLI with no other flags, and its rerun from the cache."""
+import csv
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from codejax.synth import read_review
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,3 +39,19 @@ def test_tiny_synth_runs_and_resumes_from_its_cache(tmp_path):
     # a changed setting in the same workdir is refused unless allowed (it would replace the outputs)
     changed = _run(work, "--config.synth.temperature=0.3")
     assert changed.returncode == 2 and "synth.temperature" in changed.stderr
+    # the review workflow: a reviewer rejects a row in review.csv, the run is repeated with it
+    with open(work / "review.csv", newline="") as f:
+        review = list(csv.DictReader(f))
+    assert list(review[0])[:3] == ["id", "method", "verdict"] and len(review) == len(rows)
+    first_id = review[0]["id"]
+    review[0]["verdict"] = "reject"
+    reviewed = tmp_path / "reviewed.csv"
+    with open(reviewed, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(review[0]))
+        writer.writeheader()
+        writer.writerows(review)
+    assert read_review(str(reviewed))[first_id]["verdict"] == "reject"
+    again = _run(work, f"--config.synth.review_path={reviewed}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    kept = [json.loads(line) for p in sorted(work.glob("train-*.jsonl")) for line in p.read_text().splitlines()]
+    assert len(kept) == len(rows) - 1 and first_id not in {r["id"] for r in kept}
