@@ -64,6 +64,22 @@ def test_reward_model_reaches_90_percent_held_out_accuracy(arith_dir, tmp_path):
             want = score([p["prompt"]], [completion])[0]
             assert abs(got - want) <= 1e-4 * max(1.0, abs(want)), (got, want)
 
+    # The trained model as the synth job's reward filter (synth.reward_model): each item is scored as an
+    # Alpaca answer, and the items below synth.reward_min are dropped with their score kept.
+    from codejax.config import base_config
+    from codejax.synth import Item
+    from codejax.synth.quality import STAGES, QCEnv
+    synth_config = base_config()
+    sc = synth_config.synth
+    sc.reward_model, sc.reward_min = str(tmp_path), -math.inf
+    items = [Item("m", p["prompt"], "def f(x):\n    return x" + c) for p in pairs[:8] for c in (p["chosen"], p["rejected"])]
+    first = STAGES["score"](items, QCEnv(None, sc, synth_config))
+    rewards = [it.origin["reward"] for it in items]
+    assert first == [""] * len(items) and all(math.isfinite(r) for r in rewards) and len(set(rewards)) > 1
+    sc.reward_min = float(np.median(rewards))
+    reasons = STAGES["score"](items, QCEnv(None, sc, synth_config))
+    assert reasons == ["reward_low" if r < sc.reward_min else "" for r in rewards] and "" in reasons
+
 
 def test_dpo_starts_at_log2_and_raises_held_out_accuracy_and_margin(arith_dir, tmp_path):
     config = _config("dpo", arith_dir, train__eval_at_start=True)
