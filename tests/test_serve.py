@@ -461,7 +461,7 @@ def test_bad_paths_and_names_are_named(dirs, tmp_path):
 # ----------------------------------------------------------------------------- pure helpers
 
 def test_streamable_holds_back_partial_characters_and_stop_prefixes():
-    from codejax.serve import streamable
+    from codejax.server.scheduler import streamable
     assert streamable("abc\ufffd", ()) == "abc"  # a multi-byte character still arriving
     assert streamable("hello wor", ("world",)) == "hello"  # "wor" may become "world": 4 chars held back
     assert streamable("hello world and more", ("world",)) == "hello "  # found: cut before it, never past
@@ -469,7 +469,8 @@ def test_streamable_holds_back_partial_characters_and_stop_prefixes():
 
 
 def test_batches_take_the_oldest_group_and_pad_to_powers_of_two():
-    from codejax.serve import GroupKey, Job, padded_rows, take_batch
+    from codejax.server.openai_api import GroupKey, Job
+    from codejax.server.scheduler import padded_rows, take_batch
     a, b = GroupKey("m", 16, 0.0, 1.0, 0, (), (1,)), GroupKey("m", 32, 0.0, 1.0, 0, (), (1,))
     jobs = [Job(a, [[1]]), Job(b, [[1]]), Job(a, [[1]], n=2), Job(a, [[1]], n=4)]
     batch, rest = take_batch(jobs, max_batch=4)
@@ -479,7 +480,7 @@ def test_batches_take_the_oldest_group_and_pad_to_powers_of_two():
 
 
 def test_the_batching_window_waits_for_a_trickle_of_requests_but_not_forever():
-    from codejax.serve import window_close
+    from codejax.server.scheduler import window_close
     assert window_close(10.0, 10.0, 0.005) == pytest.approx(10.005)  # a lone request waits wait_s
     assert window_close(10.0, 10.012, 0.005) == pytest.approx(10.017)  # each arrival extends the window ...
     assert window_close(10.0, 10.018, 0.005) == pytest.approx(10.020)  # ... to at most 4 x wait_s
