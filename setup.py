@@ -14,6 +14,7 @@ INSTALL_REQUIRES = [
     "tokenizers>=0.20",
     "transformers>=5.0",  # tokenizer dirs use the v5 layout (chat_template.jinja)
     "jinja2>=3.1",
+    "pyyaml>=6.0",  # constitutions (codejax/alignment)
     "tqdm>=4.66",
     "grain>=0.2.18",
     "datasets>=3.0",
@@ -51,7 +52,11 @@ setup(
     description="Post-training toolbox for code LLMs in pure-functional JAX/Flax.",
     packages=find_packages(include=["codejax", "codejax.*"]),
     # the synth job's prompt files and seed tasks (codejax/synth)
-    package_data={"codejax.synth": ["prompts/*.txt", "prompts/*/*.txt", "seeds.jsonl"]},
+    package_data={"codejax.synth": ["prompts/*.txt", "prompts/*/*.txt", "seeds.jsonl"],
+                  # the safety eval tasks' prompts (codejax/evaluation/safety.py)
+                  "codejax.evaluation": ["safety_data/*.jsonl"],
+                  # the constitutional job's constitutions, prompts and seed files (codejax/alignment)
+                  "codejax.alignment": ["constitutions/*.yaml", "prompts/*.txt", "data/*.jsonl"]},
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": TEST_REQUIRES, "bench": TEST_REQUIRES + ["trl>=1.16"],

