@@ -316,11 +316,48 @@ def synth_section() -> Section:
     ))
 
 
+def cai_section() -> Section:
+    # Job `constitutional` (codejax/alignment): sample the policy's replies, critique and revise them
+    # against a constitution, and write SFT rows, preference pairs and traces. The teacher
+    # (cai.critic=teacher) is the model the `synth` section describes (synth.backend=local|http,
+    # synth.model_path, synth.url, ...); the policy is sampled locally.
+    return Section(dict(
+        constitution_path="",  # YAML/JSON principles; '' = codejax/alignment/constitutions/code_assistant.yaml
+        critic="rules",  # rules (scripted: bandit, tests, keyword classifiers) | teacher (the synth backend) | self
+        policy_path="",  # the model being aligned: an HF dir or a training workdir; '' = the model section's
+        policy_adapters="",  # NAME=PATH PEFT adapter on policy_path (the first is used)
+        prompts_path="",  # prompt rows JSONL (codejax/alignment/tasks.py); '' = the built-in ones
+        prompts_dir="",  # your versions of codejax/alignment/prompts/*.txt (critique, revision, judge, redteam)
+        builders="prompts,redteam,clarify,explain,multiturn,diversify",  # codejax/alignment/builders.py, in order
+        items_per_builder=0,  # at most this many tasks per builder; 0 = all (redteam: 16)
+        redteam_seeds_path="",  # {category, description, requests} JSONL; '' = the built-in seed categories
+        redteam_source="templates",  # templates (seed requests x jailbreak framings) | teacher (the teacher writes them)
+        redteam_keep="complied",  # complied (only the requests the policy goes along with) | all
+        redteam_ratio=0.0,  # share of red-team rows in the SFT and preference outputs; 0 = as built
+        rounds=2,  # critique -> revision rounds per reply
+        principles_per_round=1,  # principles drawn at random each round; 0 = all of them
+        max_new_tokens=256, temperature=0.7, top_p=0.95,  # the policy's replies
+        batch_size=16,  # the policy's rows per generate() call
+        critic_max_tokens=512, critic_temperature=0.0,  # the model critic's critiques, revisions and verdicts
+        rlaif=True,  # also sample two replies per prompt and let the critic judge them by a random principle
+        rlaif_temperature=1.0,
+        secure_pairs=True,  # bandit-clean > insecure pairs from targeted rewrites
+        insecure_code_path="",  # code JSONL files/globs (the data job's train-*.jsonl) for more secure pairs
+        max_snippets=200, max_snippet_chars=4000,
+        security_severity="medium",  # bandit findings at or above this count: low | medium | high
+        sandbox_timeout_s=5.0, sandbox_workers=0,  # the tasks' tests (0 workers = CPU count)
+        sft_rows="all",  # all (every final reply) | changed (only replies a revision changed)
+        max_total_tokens=0,  # stop sampling after this many tokens (policy + teacher); 0 = no cap
+        examples=4,  # examples of revisions in report.md
+        shard_rows=10000,
+    ))
+
+
 SECTIONS: Mapping[str, Callable[[], Section]] = {
     "model": model_section, "tokenizer": tokenizer_section, "data": data_section, "optim": optim_section,
     "train": train_section, "peft": peft_section, "parallel": parallel_section, "quickstart": quickstart_section,
     "eval": eval_section, "preference": preference_section, "rl": rl_section,
-    "data_pipeline": data_pipeline_section, "synth": synth_section,
+    "data_pipeline": data_pipeline_section, "synth": synth_section, "cai": cai_section,
 }
 
 

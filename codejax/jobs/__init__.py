@@ -32,6 +32,7 @@ _JOB_MODULES = {
     "grpo": "codejax.jobs.rl",
     "ppo": "codejax.jobs.rl",
     "synth": "codejax.jobs.synth",
+    "constitutional": "codejax.jobs.constitutional",
 }
 
 # Jobs that read data.train_paths -> the built-in rows they get for 'builtin' (codejax/builtin):

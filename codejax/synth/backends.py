@@ -341,38 +341,42 @@ class LazyBackend:
         return self._backend.complete(requests)
 
 
-def local_backend(config) -> LazyBackend:
+def local_backend(config, model_path: str | None = None, adapters: str | None = None, batch_size: int | None = None,
+                  field: str = "synth.model_path") -> LazyBackend:
+    """The sampler on `model_path` (default synth.model_path) with `adapters` (default synth.adapters),
+    or on the config's model when the path is ''; `field` names the path in errors."""
     sc = config.synth
-    if sc.model_path:
-        adapters = dict(parse_adapters(sc.adapters))
-        if not os.path.exists(sc.model_path):
-            raise FileNotFoundError(f"synth.model_path={sc.model_path!r} does not exist")
-        name = f"local:{os.path.abspath(sc.model_path)}:{next(iter(adapters), '')}"
-        return LazyBackend(name, lambda: _served_backend(config, adapters, name))
+    model_path = sc.model_path if model_path is None else model_path
+    batch_size = sc.batch_size if batch_size is None else batch_size
+    if model_path:
+        adapters = dict(parse_adapters(sc.adapters if adapters is None else adapters))
+        if not os.path.exists(model_path):
+            raise FileNotFoundError(f"{field}={model_path!r} does not exist")
+        name = f"local:{os.path.abspath(model_path)}:{next(iter(adapters), '')}"
+        return LazyBackend(name, lambda: _served_backend(config, model_path, adapters, name, batch_size))
     # A config-described model is identified by its sections (and seed: a random model's weights).
     ident = hashlib.sha256(json.dumps({"model": config.model.to_dict(), "peft": config.peft.to_dict(),
                                        "tokenizer": config.tokenizer.to_dict(), "seed": config.seed},
                                       sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return LazyBackend(f"local:config:{ident}", lambda: _config_backend(config, f"local:config:{ident}"))
+    return LazyBackend(f"local:config:{ident}", lambda: _config_backend(config, f"local:config:{ident}", batch_size))
 
 
-def _served_backend(config, adapters: dict[str, str], name: str) -> LocalBackend:
+def _served_backend(config, model_path: str, adapters: dict[str, str], name: str, batch_size: int) -> LocalBackend:
     from codejax.setup.serving import load_served
 
-    sc = config.synth
-    served = load_served(sc.model_path, adapters or None, config=config)
+    served = load_served(model_path, adapters or None, config=config)
     model, variables = served.models[next(iter(adapters), served.base_name)]
     return LocalBackend(model, variables, served.tokenizer, name=name, hf_path=served.hf_path,
-                        batch_size=sc.batch_size, retries=sc.retries)
+                        batch_size=batch_size, retries=config.synth.retries)
 
 
-def _config_backend(config, name: str) -> LocalBackend:
+def _config_backend(config, name: str, batch_size: int) -> LocalBackend:
     from codejax.setup import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(config)
     model, variables, _ = load_model(config, tokenizer, None)
     return LocalBackend(model, variables, tokenizer, name=name, hf_path=config.model.hf_path,
-                        batch_size=config.synth.batch_size, retries=config.synth.retries)
+                        batch_size=batch_size, retries=config.synth.retries)
 
 
 def parse_adapters(spec: str) -> list[tuple[str, str]]:

@@ -74,31 +74,32 @@ class Item:
 # ----------------------------------------------------------------------------- prompts
 
 
-def prompt_names() -> list[str]:
-    return sorted(os.path.relpath(os.path.join(d, f), PROMPTS_DIR)[:-4].replace(os.sep, "/")
-                  for d, _, fs in os.walk(PROMPTS_DIR) for f in fs if f.endswith(".txt"))
+def prompt_names(base_dir: str = PROMPTS_DIR) -> list[str]:
+    return sorted(os.path.relpath(os.path.join(d, f), base_dir)[:-4].replace(os.sep, "/")
+                  for d, _, fs in os.walk(base_dir) for f in fs if f.endswith(".txt"))
 
 
 class Prompts:
-    """The templates: codejax/synth/prompts/<name>.txt, or the same name under `override_dir`."""
+    """The templates: <base_dir>/<name>.txt (codejax/synth/prompts), or the same name under `override_dir`
+    (the config field `field`)."""
 
-    def __init__(self, override_dir: str = ""):
-        self.names = prompt_names()
-        self.override_dir = override_dir
+    def __init__(self, override_dir: str = "", base_dir: str = PROMPTS_DIR, field: str = "synth.prompts_dir"):
+        self.names = prompt_names(base_dir)
+        self.override_dir, self.base_dir = override_dir, base_dir
         if override_dir:
             if not os.path.isdir(override_dir):
-                raise FileNotFoundError(f"synth.prompts_dir={override_dir!r} is not a directory")
+                raise FileNotFoundError(f"{field}={override_dir!r} is not a directory")
             for d, _, fs in os.walk(override_dir):
                 for f in fs:
                     name = os.path.relpath(os.path.join(d, f), override_dir).replace(os.sep, "/")
                     if not name.endswith(".txt") or name[:-4] not in self.names:
-                        raise ValueError(f"synth.prompts_dir: {os.path.join(d, f)} is not a known prompt; "
+                        raise ValueError(f"{field}: {os.path.join(d, f)} is not a known prompt; "
                                          f"the prompts are {', '.join(n + '.txt' for n in self.names)}")
         self._cache: dict[str, tuple[str, string.Template]] = {}
 
     def path(self, name: str) -> str:
         own = os.path.join(self.override_dir, name + ".txt") if self.override_dir else ""
-        return own if own and os.path.exists(own) else os.path.join(PROMPTS_DIR, name + ".txt")
+        return own if own and os.path.exists(own) else os.path.join(self.base_dir, name + ".txt")
 
     def render(self, name: str, **values: str) -> str:
         if name not in self._cache:

@@ -68,6 +68,10 @@ JOB_CLASSES: dict[str, tuple[tuple[str, str], ...]] = {
               ("train.allow_config_change", RESUMABLE), ("parallel.*", RESUMABLE), ("synth.sandbox_workers", RESUMABLE),
               ("synth.plots", RESUMABLE), ("synth.review_path", RESUMABLE), ("synth.review_required", RESUMABLE),
               ("*", ALLOWED)),
+    # Replies and critiques are cached by prompt and settings, as in synth: other settings reuse them.
+    "constitutional": (("train.progress_bar", RESUMABLE), ("train.verbosity", RESUMABLE),
+                       ("train.allow_config_change", RESUMABLE), ("parallel.*", RESUMABLE),
+                       ("cai.sandbox_workers", RESUMABLE), ("cai.examples", RESUMABLE), ("*", ALLOWED)),
     # The stages' data and results are cached in the workdir: other settings would mix two runs.
     "quickstart": (("train.progress_bar", RESUMABLE), ("train.verbosity", RESUMABLE), ("quickstart.*", INCOMPATIBLE),
                    *CHANGE_CLASSES),
