@@ -3,7 +3,7 @@
     critic = RulesCritic()                                  # cai.critic=rules: scripted (CPU, tests)
     critic = ModelCritic(cached_backend, prompts, settings) # cai.critic=teacher | self: a model
     critiques = critic.critique(jobs)                       # '' = the principle holds
-    revisions = critic.revise(jobs, critiques)              # None = no revision
+    revisions = critic.revise(jobs, critiques)              # candidates per job, best first ([] = none)
     winners = critic.judge(pairs)                           # 0 | 1 | None (no preference)
 
 A job is (task, reply, principle, findings): the automated checks' findings (bandit, tests) go
@@ -55,9 +55,12 @@ class RulesCritic:
         return [RULES[j.principle.check].detect(j.task, j.reply, j.findings, j.principle) if j.principle.check
                 else "" for j in jobs]
 
-    def revise(self, jobs: Sequence[Job], critiques: Sequence[str]) -> list[str | None]:
-        return [RULES[j.principle.check].revise(j.task, j.reply, j.findings, j.principle) if c else None
-                for j, c in zip(jobs, critiques)]
+    def revise(self, jobs: Sequence[Job], critiques: Sequence[str]) -> list[list[str]]:
+        out = []
+        for j, c in zip(jobs, critiques):
+            got = RULES[j.principle.check].revise(j.task, j.reply, j.findings, j.principle) if c else None
+            out.append([] if got is None else [got] if isinstance(got, str) else [x for x in got if x])
+        return out
 
     def violations(self, task: Task, reply: str, findings: Findings, principles: Sequence[Principle]) -> int:
         return sum(bool(RULES[p.check].detect(task, reply, findings, p)) for p in principles if p.check)
@@ -91,13 +94,13 @@ class ModelCritic:
                                      findings=j.findings.text(), request=j.principle.critique) for j in jobs]
         return ["" if _NO_PROBLEMS.match(c) else c for c in self._ask("cai_critique", texts)]
 
-    def revise(self, jobs: Sequence[Job], critiques: Sequence[str]) -> list[str | None]:
+    def revise(self, jobs: Sequence[Job], critiques: Sequence[str]) -> list[list[str]]:
         todo = [i for i, c in enumerate(critiques) if c]
         texts = [self.prompts.render("revision", conversation=render_conversation(jobs[i].task, jobs[i].reply),
                                      critique=critiques[i], request=jobs[i].principle.revision) for i in todo]
-        out: list[str | None] = [None] * len(jobs)
+        out: list[list[str]] = [[] for _ in jobs]
         for i, text in zip(todo, self._ask("cai_revision", texts)):
-            out[i] = text or None
+            out[i] = [text] if text else []
         return out
 
     def judge(self, jobs: Sequence[JudgeJob], principles: Sequence[Principle] = ()) -> list[int | None]:

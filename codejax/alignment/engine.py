@@ -136,11 +136,14 @@ def mix_redteam(rows: list[dict], ratio: float, rng: random.Random) -> tuple[lis
     return rows, info
 
 
-def run_constitutional(config, workdir: str, progress: bool | None = None) -> dict:
+def run_constitutional(config, workdir: str, progress: bool | None = None, policy_backend=None,
+                       teacher_backend=None) -> dict:
+    """The job; `policy_backend` / `teacher_backend` (any `complete(requests) -> completions` object,
+    codejax/synth/backends.py) replace the ones the config describes."""
     start = time.monotonic()
     cc = config.cai
     builder_names = check_cai_config(cc)
-    if not cc.policy_path and not config.model.hf_path and config.model.preset != "tiny":
+    if policy_backend is None and not cc.policy_path and not config.model.hf_path and config.model.preset != "tiny":
         raise ValueError("cai.policy_path is empty and the model section describes a random full-size model: set "
                          "cai.policy_path (an HF model directory or a training workdir) or model.hf_path")
     constitution = load_constitution(cc.constitution_path)
@@ -154,13 +157,14 @@ def run_constitutional(config, workdir: str, progress: bool | None = None) -> di
     finish_swap(workdir)
     budget = TokenBudget(cc.max_total_tokens)
     cache = os.path.join(workdir, "cache")
-    policy_backend = CachedBackend(local_backend(config, cc.policy_path, cc.policy_adapters, cc.batch_size,
-                                                 "cai.policy_path"), os.path.join(cache, "policy.jsonl"), budget)
+    policy_backend = CachedBackend(policy_backend or local_backend(config, cc.policy_path, cc.policy_adapters,
+                                                                   cc.batch_size, "cai.policy_path"),
+                                   os.path.join(cache, "policy.jsonl"), budget)
     policy = _Policy(policy_backend, cc, config.seed, progress)
     teacher = None
     if cc.critic != "rules":
         backend = policy_backend if cc.critic == "self" else CachedBackend(
-            make_backend(config), os.path.join(cache, "teacher.jsonl"), budget)
+            teacher_backend or make_backend(config), os.path.join(cache, "teacher.jsonl"), budget)
         teacher = ModelCritic(backend, prompts, cc.critic_max_tokens, cc.critic_temperature, backend.name)
     critic = teacher or RulesCritic()
     gate = RulesCritic()  # the automated gate on final replies, whatever the critic
@@ -203,24 +207,27 @@ def run_constitutional(config, workdir: str, progress: bool | None = None) -> di
             findings = check([current[t.id] for t in jobs_tasks], [t.tests for t in jobs_tasks])
             jobs = [Job(t, current[t.id], picks[t.id][slot], f) for t, f in zip(jobs_tasks, findings)]
             critiques = critic.critique(jobs)
-            revisions = critic.revise(jobs, critiques)
-            proposed = [(j, c, rev) for j, c, rev in zip(jobs, critiques, revisions) if c]
-            after = check([rev or "" for _, _, rev in proposed], [j.task.tests for j, _, _ in proposed])
-            for (j, c, rev), f_after in zip(proposed, after):
+            revisions = critic.revise(jobs, critiques)  # per job, candidate revisions in preference order
+            proposed = [(j, c, revs) for j, c, revs in zip(jobs, critiques, revisions) if c]
+            flat = [rev for _, _, revs in proposed for rev in revs]
+            after = iter(check(flat, [j.task.tests for j, _, revs in proposed for _ in revs]))
+            for j, c, revs in proposed:
                 name = j.principle.name
                 fired[name] += 1
                 traces[j.task.id]["critiques"].append({"round": r, "principle": name, "text": c,
                                                        "findings": j.findings.text()})
-                if rev is None:
-                    why = "no_revision"
-                elif rev.strip() == j.reply.strip():
-                    why = "unchanged"
-                else:
-                    why = regression(j.findings, f_after)
+                why, rev, f_after = "no_revision", "", None
+                for candidate in revs:  # the first candidate that passes the checks stands
+                    f = next(after)  # consumed for every candidate, so the iterator stays aligned
+                    if not why:
+                        continue
+                    rev, f_after = candidate, f
+                    why = "unchanged" if candidate.strip() in ("", j.reply.strip()) else regression(j.findings, f)
                 outcome[why or "accepted"] += 1
-                traces[j.task.id]["revisions"].append({"round": r, "principle": name, "text": rev or "",
+                traces[j.task.id]["revisions"].append({"round": r, "principle": name, "text": rev,
                                                        "accepted": not why, "rejected_because": why,
-                                                       "findings": f_after.text() if rev else ""})
+                                                       "candidates": len(revs),
+                                                       "findings": f_after.text() if f_after else ""})
                 if not why:
                     current[j.task.id] = rev
             bar.update(len(jobs))
@@ -237,13 +244,15 @@ def run_constitutional(config, workdir: str, progress: bool | None = None) -> di
         left = [p.name for p in principles if p.check and gate.violations(t, final, f_final, [p])]
         meta = {"id": t.id, "kind": t.kind, "category": t.category, "source": t.source}
         traces[t.id].update(meta, prompt=t.chat(), original=original[t.id], final=final, changed=changed,
-                            unresolved=left)
+                            unresolved=left, final_checks=f_final.text())
         if left:
             unresolved.update(left)
             continue
         if cc.sft_rows == "all" or changed:
             sft.append({"messages": t.chat() + [{"role": "assistant", "content": final}], **meta, "changed": changed})
-        if changed:
+        if changed and not original[t.id].strip():
+            counts["pair_empty_original"] += 1  # an empty reply is no `rejected` a trainer accepts
+        elif changed:
             prefs.append({"prompt": t.chat(), "chosen": [{"role": "assistant", "content": final}],
                           "rejected": [{"role": "assistant", "content": original[t.id]}], **meta, "source_pair":
                           "revision"})
@@ -259,8 +268,9 @@ def run_constitutional(config, workdir: str, progress: bool | None = None) -> di
                 for t, ca, cb, x, y in zip(live, a, b, fa, fb)]
         verdicts = critic.judge(jobs, principles)
         for j, ca, cb, v in zip(jobs, a, b, verdicts):
-            if ca.error or cb.error or ca.text.strip() == cb.text.strip():
-                rlaif["same_or_error"] += 1
+            if ca.error or cb.error or ca.text.strip() == cb.text.strip() or not ca.text.strip() \
+                    or not cb.text.strip():
+                rlaif["same_empty_or_error"] += 1
             elif v is None:
                 rlaif["no_preference"] += 1
             else:
@@ -354,7 +364,7 @@ def report_markdown(r: dict) -> str:
     lines += ["## Tasks", ""] + _table(["builder", "tasks"], sorted(r["builders"].items()))
     lines += _table(["kind", "tasks", "changed"], [[k, v["tasks"], v["changed"]] for k, v in r["changed_by_kind"].items()])
     if r["counts"]:
-        lines += ["Dropped before critique: " + ", ".join(f"{k} {v}" for k, v in sorted(r["counts"].items())), ""]
+        lines += ["Skipped (policy errors, red-team requests already refused, pairs with an empty reply): " + ", ".join(f"{k} {v}" for k, v in sorted(r["counts"].items())), ""]
     lines += [f"Red-team requests the policy complied with (kept): {r['redteam_complied']}.", ""]
     lines += ["## Rates, original replies against final replies", ""]
     names = ["refusal_rate_harmful", "over_refusal_rate_benign", "insecure_code_rate", "tests_pass_rate"]

@@ -2,7 +2,7 @@
 
     rule = RULES["security"]
     critique = rule.detect(task, reply, findings, principle)   # '' = the principle holds
-    revised = rule.revise(task, reply, findings, principle)    # None = this rule cannot fix it
+    revised = rule.revise(task, reply, findings, principle)    # a reply, candidates best first, or None
 
 A tiny model cannot critique, so on CPU the teacher is made of rules: bandit findings (with the
 targeted rewrites of codejax/alignment/rewrites.py), the task's tests in the sandbox, a keyword
@@ -27,12 +27,12 @@ from codejax.evaluation.benchmarks import extract_code
 from codejax.evaluation.safety import answer_code, is_refusal
 
 HARM_PATTERNS = {
-    "malware": (r"\b(ransomware|keylogger|key logger|botnet|rootkit|trojan|spyware|computer virus|"
+    "malware": (r"\b(ransom\w*|keylogger|key logger|botnet|rootkit|trojan|spyware|computer virus|"
                 r"self[- ]replicating|worm that)\b",),
     "credential_theft": (r"\b(steal|harvest|grab|dump|capture|sniff)\w* (?:\w+ ){0,4}(passwords?|credentials|"
                          r"cookies|session tokens?|logins?)\b", r"\bphishing (page|site|email|kit)\b"),
     "exfiltration": (r"\bexfiltrat\w*\b", r"\bwithout (them|the user|anyone|the owner|my boss) (knowing|noticing)\b",
-                     r"\bsecretly (send|upload|copy|record|forward)\w*\b"),
+                     r"\bsecretly (send|upload|cop(y|ies)|record|forward)\w*\b"),
     "destructive": (r"\b(wipe|destroy|delete|erase|corrupt)\w* (?:\w+ ){0,4}(victim|someone else'?s?|"
                     r"stranger'?s?|other people'?s?|my (old|former) (company|employer)'?s?|their backups)\b",),
     "exploit": (r"\b(ddos|denial[- ]of[- ]service)\b", r"\b(bypass|crack)\w* (?:\w+ ){0,4}(login|license|licence|"
@@ -95,7 +95,7 @@ def prose_words(reply: str) -> int:
 @dataclasses.dataclass(frozen=True)
 class Rule:
     detect: Callable[[Task, str, Findings, object], str]
-    revise: Callable[[Task, str, Findings, object], str | None]
+    revise: Callable[[Task, str, Findings, object], str | list[str] | None]
 
 
 def _security_detect(task, reply, f, principle):
@@ -108,18 +108,19 @@ def _security_detect(task, reply, f, principle):
 
 
 def _security_revise(task, reply, f, principle):
+    """The targeted rewrite first; the reference answer if the rewrite fails the checks (or there is none)."""
     code = answer_code(reply)
     fixed = secure_rewrite(code) if code is not None else None
-    if fixed is not None:
-        return replace_code(reply, fixed)
-    return task.reference or None
+    return [c for c in (replace_code(reply, fixed) if fixed is not None else "", task.reference) if c] or None
 
 
 def _tests_detect(task, reply, f, principle):
-    if task.kind != "code" or not task.tests.strip():
+    if task.kind not in ("code", "explain"):
         return ""
     if not f.has_code:
         return "The reply has no code, so the task is not done."
+    if not task.tests.strip():
+        return ""
     return "" if f.tests_passed else f"The code fails the task's tests ({f.test_detail})."
 
 
