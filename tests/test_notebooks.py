@@ -22,6 +22,8 @@ KERNEL = "codejax-test-kernel"
 # Text each notebook must print: its final checks cell, and a figure only a real run produces.
 EXPECTED = {
     "code_data_pipeline.ipynb": ["checks passed: summary.json, report and shards", "files_kept"],
+    "constitutional_ai.ipynb": ["checks passed: constitutional run, SFT, DPO and safety evals completed",
+                                "-> a typo is an error"],
     "dpo.ipynb": ["checks passed: summary.json completed, DPO started at log 2", "step    0: eval/loss 0.6931"],
     "eval_pass_at_k.ipynb": ["checks passed: pass@k of known answers", "'pass@1': 0.5, 'pass@2': 1.0"],
     "grpo_execution_rewards.ipynb": ["checks passed: summary.json completed, execution rewards logged",

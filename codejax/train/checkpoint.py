@@ -498,7 +498,8 @@ def find_checkpoint(path: str, field: str = "checkpoint_dir") -> tuple[str, int,
     """(step dir, step, run dir) of the newest step for a run workdir, its checkpoints/ folder or a step folder.
     Errors name `field`, the config field that gave the path."""
     from etils import epath
-    root = epath.Path(path)
+    # Orbax restores only absolute paths; a relative --config.eval.checkpoint_dir is the user's cwd's.
+    root = epath.Path(path if "://" in path else os.path.abspath(path))
     if (root / STATE).exists() and root.name.isdigit():  # one step folder
         return str(root), int(root.name), str(root.parent.parent)
     ckpt_dir = root / "checkpoints" if (root / "checkpoints").is_dir() else root

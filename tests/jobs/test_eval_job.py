@@ -1,5 +1,6 @@
 """Job `eval` end to end on a tiny random model, and restoring a training run's checkpoint."""
 import json
+import os
 from pathlib import Path
 
 import jax
@@ -111,6 +112,7 @@ def test_full_fine_tuning_checkpoint_is_restored(tmp_path, chat_tokenizer_dir):
     step_dir, step, run_dir = find_checkpoint(str(run))
     assert (step, run_dir) == (7, str(run)) and find_checkpoint(str(run / "checkpoints"))[0] == step_dir
     assert find_checkpoint(step_dir)[:2] == (step_dir, 7)
+    assert find_checkpoint(os.path.relpath(run))[0] == step_dir  # Orbax restores absolute paths only
     config = with_run_config(_eval_config(run), run_dir)
     assert config.tokenizer.path == chat_tokenizer_dir and config.model.preset == "tiny"
     model, variables, info = load_model(config, tokenizer, step_dir)
