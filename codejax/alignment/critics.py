@@ -2,7 +2,8 @@
 
     critic = RulesCritic()                                  # cai.critic=rules: scripted (CPU, tests)
     critic = ModelCritic(cached_backend, prompts, settings) # cai.critic=teacher | self: a model
-    critiques = critic.critique(jobs)                       # '' = the principle holds
+    critiques = critic.critique(jobs)                       # '' = the principle holds (or the request failed:
+                                                            # ModelCritic.errors counts those)
     revisions = critic.revise(jobs, critiques)              # candidates per job, best first ([] = none)
     winners = critic.judge(pairs)                           # 0 | 1 | None (no preference)
 
@@ -81,13 +82,18 @@ class ModelCritic:
     def __init__(self, backend, prompts, max_tokens: int, temperature: float, name: str):
         self.backend, self.prompts, self.name = backend, prompts, name
         self.max_tokens, self.temperature = max_tokens, temperature
+        self.errors: dict[str, int] = {}  # method -> failed requests (counted in the report, never silent)
 
     def _ask(self, method: str, texts: list[str]) -> list[str]:
         from codejax.synth.backends import Request
 
         requests = [Request(messages=(("user", t),), max_tokens=self.max_tokens, temperature=self.temperature)
                     for t in texts]
-        return [c.text.strip() if not c.error else "" for c in self.backend.complete(method, requests)]
+        got = self.backend.complete(method, requests)
+        failed = sum(bool(c.error) for c in got)
+        if failed:
+            self.errors[method] = self.errors.get(method, 0) + failed
+        return [c.text.strip() if not c.error else "" for c in got]
 
     def critique(self, jobs: Sequence[Job]) -> list[str]:
         texts = [self.prompts.render("critique", conversation=render_conversation(j.task, j.reply),

@@ -319,7 +319,7 @@ def run_constitutional(config, workdir: str, progress: bool | None = None, polic
         "outputs": {"sft_rows": len(sft), "preference_pairs": len(prefs),
                     "pairs_by_source": dict(collections.Counter(p["source_pair"] for p in prefs)),
                     "sft_mix": sft_mix, "preference_mix": pref_mix},
-        "rlaif": dict(rlaif), "secure_pairs": secure,
+        "rlaif": dict(rlaif), "secure_pairs": secure, "critic_errors": dict(getattr(critic, "errors", {})),
         "rounds": rounds, "sampling": {"seconds": round(sample_s, 3), "requests": policy.requests,
                                        "completion_tokens": policy.tokens},
         "cache": {"hits": policy_backend.hits + (teacher.backend.hits if teacher and cc.critic == "teacher" else 0),
@@ -359,6 +359,9 @@ def report_markdown(r: dict) -> str:
              f"{r['tasks']} tasks built, {r['live']} critiqued; a revision changed **{r['changed']}** answers "
              f"({100 * r['changed_rate']:.1f}%). Outputs: {r['outputs']['sft_rows']} SFT rows, "
              f"{r['outputs']['preference_pairs']} preference pairs {r['outputs']['pairs_by_source']}.", ""]
+    if r["critic_errors"]:
+        lines += [f"Critic requests that failed (too long for the model, or the endpoint): {r['critic_errors']}; "
+                  "their critiques count as no problem found.", ""]
     if r["budget"]["stopped"]:
         lines += [f"Sampling stopped early: {r['budget']['stopped']}.", ""]
     lines += ["## Tasks", ""] + _table(["builder", "tasks"], sorted(r["builders"].items()))

@@ -238,3 +238,25 @@ def test_bench_synth_quick(tmp_path):
     for v in r["per_method"].values():
         positive(v["requests"], v["completion_tokens"], v["tokens_per_s"])
     assert r["cached_rerun"]["cache"]["misses"] == 0 and r["cached_rerun"]["cache"]["hits"] > 0
+
+
+def test_cai_safety_quick(tmp_path):
+    run_script("cai_safety", tmp_path)
+    r = load(tmp_path / "results" / "cai_safety.json")
+    assert set(r["results"]) == {"base", "cai_sft", "cai_sft_dpo"} and (tmp_path / "cai_safety.png").is_file()
+    for rates in r["results"].values():
+        assert all(0 <= rates[k] <= 1 for k in ("refusal_rate", "over_refusal_rate", "insecure_code_rate"))
+    assert r["world"]["harmful"] == {"train": 180, "held_out": 18} and set(r["checks"]) == {
+        "insecure_code_lowered", "refusal_raised", "over_refusal_within_margin"}
+    assert r["constitutional"]["rates"]["final"]["refusal_rate_harmful"] == 1.0  # every harmful reply revised
+
+
+def test_bench_cai_quick(tmp_path):
+    run_script("bench_cai", tmp_path)
+    r = load(tmp_path / "results" / "bench_cai.json")
+    assert [x["critic"] for x in r["loop"]] == ["rules", "self"]
+    for x in r["loop"]:
+        positive(x["prompts"], *[rd["prompts_per_s"] for rd in x["rounds"]])
+    for task in ("insecure_code", "refusal"):
+        positive(r["safety_eval"][task]["prompts"], r["safety_eval"][task]["job_s"])
+    assert r["safety_eval"]["refusal"]["known_refusal_rate"] == 1.0
