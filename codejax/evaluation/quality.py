@@ -19,6 +19,10 @@ not counted (an unused import in a HumanEval prompt is the benchmark's).
   temporary directory (about 2,000 files a second), with `--ignore-nosec` (the
   model must not be able to silence it with a comment) and B101 (`assert`
   used) skipped: it is about `python -O`, and tests and examples assert.
+
+`bandit_findings(text, filename)` is the same scan in process (one loaded test set, bandit's AST
+visitor, no files): what the data pipeline's security stage, the safety evals and the
+constitutional loop call per text.
 """
 from __future__ import annotations
 
@@ -27,12 +31,15 @@ import collections
 import concurrent.futures
 import dataclasses
 import importlib.util
+import io
 import json
+import logging
 import os
 import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from typing import Sequence
 
 BANDIT_SKIP = ("B101",)
@@ -169,3 +176,53 @@ def summarize(samples: list[dict], security: bool = True, seconds: float = 0.0) 
         })
     summary["seconds"] = round(seconds, 3)
     return summary
+
+
+# ----------------------------------------------------------------------------- in process
+
+_state: dict = {}
+
+
+def _test_set():
+    if "tests" not in _state:
+        # Loading bandit's plugins (on import) logs every test, and an error for each optional
+        # formatter whose package is missing (sarif); none of that concerns a scan.
+        quiet = [logging.getLogger(name) for name in ("bandit", "stevedore")]
+        levels = [logger.level for logger in quiet]
+        for logger in quiet:
+            logger.setLevel(logging.CRITICAL)
+        try:
+            with warnings.catch_warnings():  # stevedore's DeprecationWarning about its own argument
+                warnings.simplefilter("ignore", DeprecationWarning)
+                from bandit.core import config, test_set
+                _state["tests"] = test_set.BanditTestSet(config.BanditConfig(), {"exclude": list(BANDIT_SKIP)})
+        finally:
+            for logger, level in zip(quiet, levels):
+                logger.setLevel(level)
+    return _state["tests"]
+
+
+def bandit_findings(text: str, filename: str, tree: ast.AST | None = None) -> list[tuple[str, str, int]]:
+    """(test id, severity, line) of every bandit finding in a Python source text.
+
+    `tree`, the text's `ast.parse` (which the quality stage has already made), saves bandit
+    its own parse, about a quarter of its time; bandit annotates the nodes, so do not reuse it.
+    Raises SyntaxError if bandit has to parse the text and cannot.
+    """
+    tests = _test_set()  # first: it imports bandit's plugins quietly
+    from bandit.core import meta_ast, metrics, node_visitor
+
+    data = text.encode("utf-8")
+    # Bandit derives a module name from the path by probing the filesystem (relative to the
+    # working directory, for our repo-relative paths); a bare "/name.py" keeps it hermetic.
+    fname = "/" + os.path.basename(filename)
+    visitor = node_visitor.BanditNodeVisitor(fname, io.BytesIO(data), meta_ast.BanditMetaAst(),
+                                             tests, False, {}, metrics.Metrics())
+    if tree is None:
+        visitor.process(data)
+    else:  # what BanditNodeVisitor.process does after its ast.parse (tested to agree with it)
+        visitor.generic_visit(tree)
+        visitor.context = {"file_data": visitor.fdata, "filename": visitor.fname, "lineno": 0,
+                           "linerange": [0, 1], "col_offset": 0}
+        visitor.update_scores(visitor.tester.run_tests(visitor.context, "File"))
+    return [(issue.test_id, str(issue.severity).upper(), issue.lineno) for issue in visitor.tester.results]

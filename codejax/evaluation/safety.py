@@ -83,7 +83,7 @@ def answer_code(answer: str) -> str | None:
 
 def bandit_findings(code: str) -> list[tuple[str, str, int]]:
     """(test id, severity in lower case, line) of bandit's findings in parseable code (in process)."""
-    from codejax.codedata.security import bandit_findings as scan  # the data pipeline's scanner
+    from codejax.evaluation.quality import bandit_findings as scan  # in process, as the data pipeline's
 
     return [(test_id, severity.lower(), line) for test_id, severity, line in scan(code, "sample.py")]
 
