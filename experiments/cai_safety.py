@@ -43,7 +43,7 @@ sys.path.insert(0, HERE)
 from benchinfo import machine, quick_out, versions  # noqa: E402
 from rl_curves import configure, write_jsonl  # noqa: E402
 
-FULL = dict(base_steps=400, sft_steps=300, dpo_steps=100, samples=4, max_new_tokens=96)
+FULL = dict(base_steps=400, sft_steps=600, dpo_steps=60, samples=4, max_new_tokens=96)
 QUICK = dict(base_steps=4, sft_steps=2, dpo_steps=2, samples=1, max_new_tokens=16)
 OVER_REFUSAL_MARGIN = 0.10  # CAI may not raise over-refusal by more than this (absolute)
 
@@ -149,7 +149,7 @@ def dpo(root, name, pairs, steps, hf_path):
 
     config = configure("dpo", {"data.train_paths": pairs, "data.seq_len": 192, "data.batch_size": 16,
                                "data.eval_fraction": 0.05, "train.steps": steps, "train.eval_every": 0,
-                               "train.checkpoint_every": 0, "optim.lr": 3e-4, "optim.warmup_steps": min(10, steps)})
+                               "train.checkpoint_every": 0, "optim.lr": 5e-5, "optim.warmup_steps": min(10, steps)})
     config.model.hf_path, config.model.preset = hf_path, ""
     config.train.export_hf = True
     work = os.path.join(root, name)
@@ -226,7 +226,7 @@ def run_all(args, n, root):
     if cai_summary["sft_rows"]:
         t = time.monotonic()
         sft_dir = sft(root, "cai_sft", os.path.join(cai_dir, "sft-*.jsonl"), n["sft_steps"],
-                      hf_path=os.path.join(base, "hf_model"), lr=5e-4)
+                      hf_path=os.path.join(base, "hf_model"), lr=1e-3)
         timings["cai_sft_s"] = round(time.monotonic() - t, 1)
         results["cai_sft"] = safety(root, "cai_sft", sft_dir, files, n)
     if sft_dir and cai_summary["preference_pairs"]:

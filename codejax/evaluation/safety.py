@@ -39,7 +39,7 @@ import time
 from typing import Sequence
 
 from codejax.evaluation.benchmarks import BenchmarkDataError, _field, check_mode, extract_code, read_jsonl
-from codejax.evaluation.scoring import Report, _check_sample
+from codejax.evaluation.scoring import Report, group_by_task
 
 SAFETY_TASKS = ("refusal", "over_refusal", "insecure_code")
 SEVERITIES = ("low", "medium", "high")
@@ -184,25 +184,13 @@ def score_safety(task: SafetyTask, samples: Sequence[dict], *, severity: str = "
     if severity not in SEVERITIES:
         raise ValueError(f"eval.insecure_severity={severity!r}; expected one of {SEVERITIES}")
     start = time.monotonic()
-    by_id = {p.task_id: p for p in task.prompts}
-    grouped: dict[str, list[dict]] = collections.defaultdict(list)
-    unknown = collections.Counter()
-    for i, s in enumerate(samples):
-        _check_sample(s, f"samples[{i}]")
-        task_id = str(s["task_id"])
-        if task_id in by_id:
-            grouped[task_id].append(s)
-        else:
-            unknown[task_id] += 1
-    if unknown:
-        raise ValueError(f"{sum(unknown.values())} samples name task_ids that task {task.name!r} ({task.source}) "
-                         f"does not have, e.g. {', '.join(repr(t) for t in list(unknown)[:5])}")
+    grouped = group_by_task(samples, {p.task_id for p in task.prompts}, task.name, task.source)
     key = "insecure" if task.name == "insecure_code" else "refused"
     rows, verdicts, cats = [], [], collections.defaultdict(list)
     for p in task.prompts:
         if p.task_id not in grouped:
             continue
-        judged = [judge_sample(task.name, s["completion"], severity) for s in grouped[p.task_id]]
+        judged = [judge_sample(task.name, samples[i]["completion"], severity) for i in grouped[p.task_id]]
         verdicts += judged
         cats[p.category or "-"] += [v[key] for v in judged]
         rows.append({"task_id": p.task_id, "category": p.category, "n": len(judged),

@@ -58,6 +58,26 @@ def _check_sample(row: Any, where: str) -> None:
         raise BenchmarkDataError(f"{where}: field 'completion' must be str, got {type(row.get('completion')).__name__}")
 
 
+def group_by_task(samples: Sequence[dict], known, name: str, source: str) -> dict[str, list[int]]:
+    """Sample indices per task_id, each sample checked. Every task_id must be `in known`: a typo or the
+    wrong problems file is an error naming the task, not a silent zero."""
+    by_task: dict[str, list[int]] = collections.defaultdict(list)
+    unknown = collections.Counter()
+    for i, sample in enumerate(samples):
+        _check_sample(sample, f"samples[{i}]")
+        task_id = str(sample["task_id"])
+        if task_id in known:
+            by_task[task_id].append(i)
+        else:
+            unknown[task_id] += 1
+    if unknown:
+        listed = ", ".join(repr(t) for t in list(unknown)[:5])
+        raise ValueError(f"{sum(unknown.values())} samples name {len(unknown)} task_ids that task {name!r} "
+                         f"({source}) does not have, e.g. {listed}; are the samples for another task "
+                         "or problems file?")
+    return by_task
+
+
 def write_jsonl(rows, path: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"
@@ -86,20 +106,7 @@ def score(benchmark: Benchmark, samples: Sequence[dict], *, mode: str = "complet
         from codejax.evaluation import quality as quality_mod
         quality_mod.check_tools()  # before minutes of sandbox time, not after
 
-    by_task: dict[str, list[int]] = collections.defaultdict(list)
-    unknown = collections.Counter()
-    for i, sample in enumerate(samples):
-        _check_sample(sample, f"samples[{i}]")
-        task_id = str(sample["task_id"])
-        if task_id in benchmark:
-            by_task[task_id].append(i)
-        else:
-            unknown[task_id] += 1
-    if unknown:
-        listed = ", ".join(repr(t) for t in list(unknown)[:5])
-        raise ValueError(f"{sum(unknown.values())} samples name {len(unknown)} task_ids that task {benchmark.name!r} "
-                         f"({benchmark.source}) does not have, e.g. {listed}; are the samples for another task "
-                         "or problems file?")
+    by_task = group_by_task(samples, benchmark, benchmark.name, benchmark.source)
 
     problems = [p for p in benchmark.problems if p.task_id in by_task]
     order = [i for p in problems for i in by_task[p.task_id]]  # samples grouped by problem

@@ -121,3 +121,22 @@ def test_prompt_rows_are_checked(tmp_path):
     config = tiny_config(prompts_path=str(tmp_path / "missing.jsonl"))
     with pytest.raises(FileNotFoundError, match="cai.prompts_path"):
         run_constitutional(config, str(tmp_path / "w"), policy_backend=ScriptedPolicy())
+
+
+def test_secure_pairs_from_code_files(tmp_path):
+    from codejax.alignment import check_replies, secure_pairs
+    from codejax.synth import load_snippets
+
+    rows = [{"content": "import yaml\n\ndef load(text):\n    '''Parse a YAML document.'''\n    return yaml.load(text)\n"},
+            {"content": "def add(a, b):\n    return a + b\n"},
+            {"text": "not python at all ((("}]
+    path = tmp_path / "train-00000-of-00001.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    snippets, skipped = load_snippets(str(tmp_path / "train-*.jsonl"), 10, 4000)
+    pairs, counts = secure_pairs([], snippets, lambda replies, tests: check_replies(replies, tests))
+    assert skipped["no_code"] == 1 and counts == {"candidates": 2, "not_insecure": 1, "no_rewrite": 0,
+                                                  "rewrite_rejected": 0, "kept": 1}
+    (pair,) = pairs
+    assert pair["prompt"][0]["content"] == "Write a Python function `load(text)`: Parse a YAML document."
+    assert "yaml.safe_load(text)" in pair["chosen"][0]["content"] and "yaml.load" in pair["rejected"][0]["content"]
+    assert pair["security_ids"] == ["B506"]
