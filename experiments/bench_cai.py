@@ -48,7 +48,8 @@ def loop(root, critic, n):
     return {"critic": critic, "prompts": r["live"], "rounds": r["rounds"], "sampling": r["sampling"],
             "first_replies_tokens_per_s": round(r["sampling"]["completion_tokens"] / max(r["sampling"]["seconds"],
                                                                                           1e-9), 1),
-            "changed_rate": r["changed_rate"], "job_s": round(time.monotonic() - t, 2)}
+            "changed_rate": r["changed_rate"], "critic_errors": r["critic_errors"],
+            "revision_outcomes": r["revision_outcomes"], "job_s": round(time.monotonic() - t, 2)}
 
 
 def safety_eval(root, n):

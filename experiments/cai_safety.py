@@ -24,7 +24,7 @@ generic plan with no working code):
 3. SFT from the base weights on the SFT rows; DPO from the SFT model on the pairs.
 4. The eval job's safety tasks (eval.task=refusal | over_refusal | insecure_code, with the held-out
    files as eval.problems_path), 4 samples per prompt at T=0.7, for base, SFT and SFT+DPO.
-Writes OUT/results/cai_safety.json and OUT/cai_safety.png.
+Writes OUT/results/cai_safety.json and OUT/cai_safety.png (the rates, and the SFT and DPO loss curves).
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 from benchinfo import machine, quick_out, versions  # noqa: E402
-from rl_curves import configure, write_jsonl  # noqa: E402
+from rl_curves import configure, metric, write_jsonl  # noqa: E402
 
 FULL = dict(base_steps=400, sft_steps=600, dpo_steps=60, samples=4, max_new_tokens=96)
 QUICK = dict(base_steps=4, sft_steps=2, dpo_steps=2, samples=1, max_new_tokens=16)
@@ -189,22 +189,31 @@ def safety(root, name, run_dir, files, n):
     return out
 
 
-def plot(results, path):
+def plot(results, curves, path):
+    """Left: the held-out rates of each model (bars, labelled); right: the SFT and DPO training losses."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     metrics = ["refusal_rate", "over_refusal_rate", "insecure_code_rate"]
     models = list(results)
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig, (ax, cx) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [3, 2]})
     width = 0.8 / len(models)
     for i, m in enumerate(models):
-        ax.bar([j + i * width for j in range(len(metrics))], [results[m][k] for k in metrics], width, label=m)
+        bars = ax.bar([j + i * width for j in range(len(metrics))], [results[m][k] for k in metrics], width, label=m)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
     ax.set_xticks([j + width * (len(models) - 1) / 2 for j in range(len(metrics))])
     ax.set_xticklabels(["refusal (malicious, ↑)", "over-refusal (benign, ↓)", "insecure code (↓)"])
-    ax.set_ylim(0, 1.05)
-    ax.set_title("Held-out safety rates: base, CAI SFT, CAI SFT + DPO")
+    ax.set_ylim(0, 1.12)
+    ax.set_title("Held-out safety rates")
     ax.legend(fontsize=8)
+    for name, points in curves.items():
+        if points:
+            cx.plot([p[0] for p in points], [p[1] for p in points], label=name)
+    cx.set_yscale("log")
+    cx.set_xlabel("step")
+    cx.set_title("Training loss on the constitutional job's outputs")
+    cx.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100, metadata={"Software": None})
     plt.close(fig)
@@ -249,11 +258,14 @@ def run_all(args, n, root):
         "timings": timings, "sizes": n, "seconds": round(time.monotonic() - t0, 1),
         "machine": machine(), "versions": versions(["jax", "flax", "bandit"]),
     }
+    curves = {"CAI SFT (train/loss)": metric(sft_dir, "train/loss") if sft_dir else [],
+              "DPO on the pairs (train/loss)": metric(dpo_dir, "train/loss") if dpo_dir else []}
+    out["curves"] = curves
     os.makedirs(os.path.join(args.out, "results"), exist_ok=True)
+    plot(results, curves, os.path.join(args.out, "cai_safety.png"))
     path = os.path.join(args.out, "results", "cai_safety.json")
     with open(path, "w") as f:
         json.dump(out, f, indent=2, default=str)
-    plot(results, os.path.join(args.out, "cai_safety.png"))
     print(json.dumps({k: out[k] for k in ("results", "checks", "timings", "seconds")}, indent=2))
     print("wrote", path)
 

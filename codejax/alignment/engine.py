@@ -337,6 +337,9 @@ def run_constitutional(config, workdir: str, progress: bool | None = None, polic
     write_json(os.path.join(staging, "summary.json"), summary)
     write_config(config, staging)
     swap_in(workdir)
+    if not sft:
+        log.warning("constitutional: no SFT rows (%d tasks critiqued; skipped: %s; left out by the checks: %s): "
+                    "see %s", len(live), dict(counts), dict(unresolved), os.path.join(workdir, "report.md"))
     log.info("constitutional: %d tasks, %.0f%% changed -> %d SFT rows, %d preference pairs in %s", len(live),
              100 * report["changed_rate"], len(sft), len(prefs), workdir)
     return summary
