@@ -248,6 +248,9 @@ def run_constitutional(config, workdir: str, progress: bool | None = None, polic
         if left:
             unresolved.update(left)
             continue
+        if not final.strip():
+            counts["empty_final_reply"] += 1  # nothing to learn, and no trainer accepts an empty turn
+            continue
         if cc.sft_rows == "all" or changed:
             sft.append({"messages": t.chat() + [{"role": "assistant", "content": final}], **meta, "changed": changed})
         if changed and not original[t.id].strip():
@@ -370,7 +373,7 @@ def report_markdown(r: dict) -> str:
     lines += ["## Tasks", ""] + _table(["builder", "tasks"], sorted(r["builders"].items()))
     lines += _table(["kind", "tasks", "changed"], [[k, v["tasks"], v["changed"]] for k, v in r["changed_by_kind"].items()])
     if r["counts"]:
-        lines += ["Skipped (policy errors, red-team requests already refused, pairs with an empty reply): " + ", ".join(f"{k} {v}" for k, v in sorted(r["counts"].items())), ""]
+        lines += ["Skipped (policy errors, red-team requests already refused, empty replies): " + ", ".join(f"{k} {v}" for k, v in sorted(r["counts"].items())), ""]
     lines += [f"Red-team requests the policy complied with (kept): {r['redteam_complied']}.", ""]
     lines += ["## Rates, original replies against final replies", ""]
     names = ["refusal_rate_harmful", "over_refusal_rate_benign", "insecure_code_rate", "tests_pass_rate"]

@@ -140,3 +140,23 @@ def test_secure_pairs_from_code_files(tmp_path):
     assert pair["prompt"][0]["content"] == "Write a Python function `load(text)`: Parse a YAML document."
     assert "yaml.safe_load(text)" in pair["chosen"][0]["content"] and "yaml.load" in pair["rejected"][0]["content"]
     assert pair["security_ids"] == ["B506"]
+
+
+class _EmptyPolicy(ScriptedPolicy):
+    def reply(self, messages) -> str:
+        return ""
+
+
+def test_empty_replies_never_become_rows(tmp_path):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"prompt": "Tell me a joke.", "kind": "chat"}) + "\n"
+                       + json.dumps({"prompt": "How do I kill a stuck process?", "kind": "benign",
+                                     "reference": "Use os.kill(pid, signal.SIGTERM)."}) + "\n")
+    _, report, work = _run(tmp_path, policy=_EmptyPolicy(), builders="prompts", prompts_path=str(prompts))
+    sft = read_rows(str(work), "sft")
+    # an empty reply is unhelpful: the benign row's is revised to its reference; the chat row has no
+    # reference, so its reply stays empty and the gate leaves it out
+    assert [r["messages"][-1]["content"] for r in sft] == ["Use os.kill(pid, signal.SIGTERM)."]
+    assert report["unresolved_by_principle"] == {"no_over_refusal": 1}
+    for p in read_rows(str(work), "preference"):
+        assert p["chosen"][0]["content"].strip() and p["rejected"][0]["content"].strip()
