@@ -84,7 +84,8 @@ class ModelCritic:
         self.max_tokens, self.temperature = max_tokens, temperature
         self.errors: dict[str, int] = {}  # method -> failed requests (counted in the report, never silent)
 
-    def _ask(self, method: str, texts: list[str]) -> list[str]:
+    def ask(self, method: str, texts: list[str]) -> list[str]:
+        """The model's replies to `texts` (user turns) through the cache; a failed request is '' and counted."""
         from codejax.synth.backends import Request
 
         requests = [Request(messages=(("user", t),), max_tokens=self.max_tokens, temperature=self.temperature)
@@ -98,14 +99,14 @@ class ModelCritic:
     def critique(self, jobs: Sequence[Job]) -> list[str]:
         texts = [self.prompts.render("critique", conversation=render_conversation(j.task, j.reply),
                                      findings=j.findings.text(), request=j.principle.critique) for j in jobs]
-        return ["" if _NO_PROBLEMS.match(c) else c for c in self._ask("cai_critique", texts)]
+        return ["" if _NO_PROBLEMS.match(c) else c for c in self.ask("cai_critique", texts)]
 
     def revise(self, jobs: Sequence[Job], critiques: Sequence[str]) -> list[list[str]]:
         todo = [i for i, c in enumerate(critiques) if c]
         texts = [self.prompts.render("revision", conversation=render_conversation(jobs[i].task, jobs[i].reply),
                                      critique=critiques[i], request=jobs[i].principle.revision) for i in todo]
         out: list[list[str]] = [[] for _ in jobs]
-        for i, text in zip(todo, self._ask("cai_revision", texts)):
+        for i, text in zip(todo, self.ask("cai_revision", texts)):
             out[i] = [text] if text else []
         return out
 
@@ -115,7 +116,7 @@ class ModelCritic:
             for a, b in (j.replies, j.replies[::-1]):
                 texts.append(self.prompts.render("judge", conversation=render_conversation(j.task),
                                                  principle=j.principle.critique, a=a, b=b))
-        answers = [_letter(t) for t in self._ask("cai_judge", texts)]
+        answers = [_letter(t) for t in self.ask("cai_judge", texts)]
         out = []
         for k in range(len(jobs)):
             first, swapped = answers[2 * k], answers[2 * k + 1]

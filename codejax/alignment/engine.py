@@ -136,6 +136,77 @@ def mix_redteam(rows: list[dict], ratio: float, rng: random.Random) -> tuple[lis
     return rows, info
 
 
+def _revise(live: list[Task], current: dict, traces: dict, critic, principles, cc, check, rng, progress):
+    """cai.rounds rounds of critique -> revision over the live tasks, in place on `current` and `traces`;
+    returns (per-round timings, critiques per principle, revision outcomes)."""
+    per_round = cc.principles_per_round or len(principles)
+    rounds, fired, outcome = [], collections.Counter(), collections.Counter()
+    bar = tqdm(total=cc.rounds * per_round * len(live), desc="critique", unit="job", disable=not progress,
+               dynamic_ncols=True)
+    for r in range(cc.rounds):
+        t_round = time.monotonic()
+        picks = {t.id: (principles if not cc.principles_per_round else
+                        rng.sample(principles, min(per_round, len(principles)))) for t in live}
+        for slot in range(per_round):  # one principle per task at a time: each revises the latest reply
+            jobs_tasks = [t for t in live if slot < len(picks[t.id])]
+            findings = check([current[t.id] for t in jobs_tasks], [t.tests for t in jobs_tasks])
+            jobs = [Job(t, current[t.id], picks[t.id][slot], f) for t, f in zip(jobs_tasks, findings)]
+            critiques = critic.critique(jobs)
+            revisions = critic.revise(jobs, critiques)  # per job, candidate revisions in preference order
+            proposed = [(j, c, revs) for j, c, revs in zip(jobs, critiques, revisions) if c]
+            after = iter(check([rev for _, _, revs in proposed for rev in revs],
+                               [j.task.tests for j, _, revs in proposed for _ in revs]))
+            for j, c, revs in proposed:
+                name = j.principle.name
+                fired[name] += 1
+                traces[j.task.id]["critiques"].append({"round": r, "principle": name, "text": c,
+                                                       "findings": j.findings.text()})
+                why, rev, f_after = "no_revision", "", None
+                for candidate in revs:  # the first candidate that passes the checks stands
+                    f = next(after)  # consumed for every candidate, so the iterator stays aligned
+                    if not why:
+                        continue
+                    rev, f_after = candidate, f
+                    why = "unchanged" if candidate.strip() in ("", j.reply.strip()) else regression(j.findings, f)
+                outcome[why or "accepted"] += 1
+                traces[j.task.id]["revisions"].append({"round": r, "principle": name, "text": rev,
+                                                       "accepted": not why, "rejected_because": why,
+                                                       "candidates": len(revs),
+                                                       "findings": f_after.text() if f_after else ""})
+                if not why:
+                    current[j.task.id] = rev
+            bar.update(len(jobs))
+        seconds = time.monotonic() - t_round
+        rounds.append({"round": r, "seconds": round(seconds, 3),
+                       "prompts_per_s": round(len(live) / max(seconds, 1e-9), 3)})
+    bar.close()
+    return rounds, fired, outcome
+
+
+def _rlaif(live: list[Task], policy: _Policy, critic, principles, cc, check, rng, traces: dict,
+           prefs: list[dict]) -> collections.Counter:
+    """Two more replies per task, judged by a random principle; the judged pairs are appended to `prefs`."""
+    counts = collections.Counter()
+    a = policy.reply("cai_rlaif", live, cc.rlaif_temperature, sample=1)
+    b = policy.reply("cai_rlaif", live, cc.rlaif_temperature, sample=2)
+    fa = check([c.text for c in a], [t.tests for t in live])
+    fb = check([c.text for c in b], [t.tests for t in live])
+    jobs = [JudgeJob(t, rng.choice(principles), (ca.text, cb.text), (x, y)) for t, ca, cb, x, y in zip(live, a, b, fa, fb)]
+    for j, ca, cb, v in zip(jobs, a, b, critic.judge(jobs, principles)):
+        if ca.error or cb.error or not ca.text.strip() or not cb.text.strip() or ca.text.strip() == cb.text.strip():
+            counts["same_empty_or_error"] += 1
+        elif v is None:
+            counts["no_preference"] += 1
+        else:
+            counts["pairs"] += 1
+            traces[j.task.id]["rlaif"] = {"principle": j.principle.name, "replies": list(j.replies), "winner": v}
+            prefs.append({"prompt": j.task.chat(), "chosen": [{"role": "assistant", "content": j.replies[v]}],
+                          "rejected": [{"role": "assistant", "content": j.replies[1 - v]}], "id": j.task.id,
+                          "kind": j.task.kind, "category": j.task.category, "source": j.task.source,
+                          "source_pair": "rlaif", "principle": j.principle.name})
+    return counts
+
+
 def run_constitutional(config, workdir: str, progress: bool | None = None, policy_backend=None,
                        teacher_backend=None) -> dict:
     """The job; `policy_backend` / `teacher_backend` (any `complete(requests) -> completions` object,
@@ -171,7 +242,7 @@ def run_constitutional(config, workdir: str, progress: bool | None = None, polic
     check = lambda replies, tests: check_replies(replies, tests, severity=cc.security_severity,  # noqa: E731
                                                  timeout_s=cc.sandbox_timeout_s, workers=cc.sandbox_workers or None)
 
-    ctx = BuildContext(cc, config.seed, base, teacher._ask if teacher else None, prompts.render)
+    ctx = BuildContext(cc, config.seed, base, teacher.ask if teacher else None, prompts.render)
     tasks, built = build_tasks(ctx, builder_names)
     log.info("constitutional: %d tasks from %s", len(tasks), built)
 
@@ -192,49 +263,9 @@ def run_constitutional(config, workdir: str, progress: bool | None = None, polic
     original = dict(current)
     redteam_complied = sum(t.source == "redteam" for t in live)
     traces = {t.id: {"critiques": [], "revisions": []} for t in live}
-    rng = random.Random(f"{config.seed}:principles")
     principles = list(constitution.principles)
-    per_round = cc.principles_per_round or len(principles)
-    rounds, fired, outcome = [], collections.Counter(), collections.Counter()
-    bar = tqdm(total=cc.rounds * per_round * len(live), desc="critique", unit="job", disable=not progress,
-               dynamic_ncols=True)
-    for r in range(cc.rounds):
-        t_round = time.monotonic()
-        picks = {t.id: (principles if not cc.principles_per_round else
-                        rng.sample(principles, min(per_round, len(principles)))) for t in live}
-        for slot in range(per_round):
-            jobs_tasks = [t for t in live if slot < len(picks[t.id])]
-            findings = check([current[t.id] for t in jobs_tasks], [t.tests for t in jobs_tasks])
-            jobs = [Job(t, current[t.id], picks[t.id][slot], f) for t, f in zip(jobs_tasks, findings)]
-            critiques = critic.critique(jobs)
-            revisions = critic.revise(jobs, critiques)  # per job, candidate revisions in preference order
-            proposed = [(j, c, revs) for j, c, revs in zip(jobs, critiques, revisions) if c]
-            flat = [rev for _, _, revs in proposed for rev in revs]
-            after = iter(check(flat, [j.task.tests for j, _, revs in proposed for _ in revs]))
-            for j, c, revs in proposed:
-                name = j.principle.name
-                fired[name] += 1
-                traces[j.task.id]["critiques"].append({"round": r, "principle": name, "text": c,
-                                                       "findings": j.findings.text()})
-                why, rev, f_after = "no_revision", "", None
-                for candidate in revs:  # the first candidate that passes the checks stands
-                    f = next(after)  # consumed for every candidate, so the iterator stays aligned
-                    if not why:
-                        continue
-                    rev, f_after = candidate, f
-                    why = "unchanged" if candidate.strip() in ("", j.reply.strip()) else regression(j.findings, f)
-                outcome[why or "accepted"] += 1
-                traces[j.task.id]["revisions"].append({"round": r, "principle": name, "text": rev,
-                                                       "accepted": not why, "rejected_because": why,
-                                                       "candidates": len(revs),
-                                                       "findings": f_after.text() if f_after else ""})
-                if not why:
-                    current[j.task.id] = rev
-            bar.update(len(jobs))
-        seconds = time.monotonic() - t_round
-        rounds.append({"round": r, "seconds": round(seconds, 3),
-                       "prompts_per_s": round(len(live) / max(seconds, 1e-9), 3)})
-    bar.close()
+    rounds, fired, outcome = _revise(live, current, traces, critic, principles, cc, check,
+                                     random.Random(f"{config.seed}:principles"), progress)
 
     final_findings = check([current[t.id] for t in live], [t.tests for t in live])
     orig_findings = check([original[t.id] for t in live], [t.tests for t in live])
@@ -262,27 +293,8 @@ def run_constitutional(config, workdir: str, progress: bool | None = None, polic
 
     rlaif = collections.Counter()
     if cc.rlaif and live:
-        a = policy.reply("cai_rlaif", live, cc.rlaif_temperature, sample=1)
-        b = policy.reply("cai_rlaif", live, cc.rlaif_temperature, sample=2)
-        fa = check([c.text for c in a], [t.tests for t in live])
-        fb = check([c.text for c in b], [t.tests for t in live])
-        judge_rng = random.Random(f"{config.seed}:rlaif")
-        jobs = [JudgeJob(t, judge_rng.choice(principles), (ca.text, cb.text), (x, y))
-                for t, ca, cb, x, y in zip(live, a, b, fa, fb)]
-        verdicts = critic.judge(jobs, principles)
-        for j, ca, cb, v in zip(jobs, a, b, verdicts):
-            if ca.error or cb.error or ca.text.strip() == cb.text.strip() or not ca.text.strip() \
-                    or not cb.text.strip():
-                rlaif["same_empty_or_error"] += 1
-            elif v is None:
-                rlaif["no_preference"] += 1
-            else:
-                rlaif["pairs"] += 1
-                traces[j.task.id]["rlaif"] = {"principle": j.principle.name, "replies": list(j.replies), "winner": v}
-                prefs.append({"prompt": j.task.chat(), "chosen": [{"role": "assistant", "content": j.replies[v]}],
-                              "rejected": [{"role": "assistant", "content": j.replies[1 - v]}], "id": j.task.id,
-                              "kind": j.task.kind, "category": j.task.category, "source": j.task.source,
-                              "source_pair": "rlaif", "principle": j.principle.name})
+        rlaif = _rlaif(live, policy, critic, principles, cc, check, random.Random(f"{config.seed}:rlaif"), traces,
+                       prefs)
 
     secure = {}
     if cc.secure_pairs:
